@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release-mode numerics: the engine's own loops are hot, and the parity tests
+// run whole SSD300 forward/backward passes.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "SSD",
+    products: [
+        .executable(name: "ssd", targets: ["ssd"]),
+        .library(name: "SSDDetection", targets: ["SSDDetection"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C shim: oneDNN (Debian's libdnnl-dev), nothing else in it.
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
+        .target(name: "SSDEngine", dependencies: ["CDNNL"], swiftSettings: fast),
+        // Layers with forward/backward, parameters, SGD, safetensors.
+        .target(name: "SSDLayers", dependencies: ["SSDEngine"], swiftSettings: fast),
+        // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
+        .target(name: "SSDDetection", dependencies: ["SSDEngine", "SSDLayers"], swiftSettings: fast),
+        .executableTarget(
+            name: "ssd",
+            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
+        .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,94 @@
+import SSDEngine
+import SSDLayers
+
+/// The localisation and class prediction convolutions on one feature map, and the
+/// permute/reshape/concatenate that turns their (N, boxes·k, H, W) outputs into rows of the
+/// stacked (N, n_priors, k) predictions — the reference's
+/// `x.permute(0, 2, 3, 1).contiguous().view(N, -1, k)` followed by `torch.cat(dim=1)`.
+final class PredictionHead {
+    let featureName: String
+    let boxes: Int
+    let classes: Int
+    /// Index of this map's first prior in the stacked predictions.
+    let priorOffset: Int
+    let loc: Conv2D
+    let cls: Conv2D
+    /// (N, boxes·4, H, W) and (N, boxes·classes, H, W): gradients gathered from the stacked ones.
+    private var locGrad = Tensor(shape: [0])
+    private var clsGrad = Tensor(shape: [0])
+
+    init(featureName: String, inputChannels: Int, boxes: Int, classes: Int, priorOffset: Int,
+         algorithm: ConvolutionAlgorithm, backend: Backend) {
+        self.featureName = featureName
+        self.boxes = boxes
+        self.classes = classes
+        self.priorOffset = priorOffset
+        loc = Conv2D(name: "pred_convs.loc_\(featureName)", inputChannels: inputChannels, outputChannels: boxes * 4,
+                     kernelSize: 3, padding: 1, algorithm: algorithm, backend: backend)
+        cls = Conv2D(name: "pred_convs.cl_\(featureName)", inputChannels: inputChannels,
+                     outputChannels: boxes * classes, kernelSize: 3, padding: 1, algorithm: algorithm, backend: backend)
+    }
+
+    /// Runs both convolutions on `feature` (N, C, H, W) and scatters their outputs into
+    /// `locs` (N, n_priors, 4) and `scores` (N, n_priors, classes).
+    func forward(_ feature: Tensor, locs: Tensor, scores: Tensor) throws {
+        let l = try loc.forward(feature)
+        let c = try cls.forward(feature)
+        Self.scatter(l, k: 4, boxes: boxes, into: locs, offset: priorOffset)
+        Self.scatter(c, k: classes, boxes: boxes, into: scores, offset: priorOffset)
+    }
+
+    /// From the stacked gradients, accumulates both convolutions' parameter gradients and
+    /// returns d loss / d feature (the loc conv's input-gradient buffer, holding the sum).
+    func backward(_ feature: Tensor, gradLocs: Tensor, gradScores: Tensor) throws -> Tensor {
+        if locGrad.shape != loc.output.shape { locGrad = Tensor(shape: loc.output.shape) }
+        if clsGrad.shape != cls.output.shape { clsGrad = Tensor(shape: cls.output.shape) }
+        Self.gather(gradLocs, k: 4, boxes: boxes, offset: priorOffset, into: locGrad)
+        Self.gather(gradScores, k: classes, boxes: boxes, offset: priorOffset, into: clsGrad)
+        let dl = try loc.backward(input: feature, outputGrad: locGrad)!
+        let dc = try cls.backward(input: feature, outputGrad: clsGrad)!
+        add(dc, into: dl)
+        return dl
+    }
+
+    /// map (N, boxes·k, H, W) → stacked[n, offset + (y·W + x)·boxes + b, j] = map[n, b·k + j, y, x]
+    static func scatter(_ map: Tensor, k: Int, boxes: Int, into stacked: Tensor, offset: Int) {
+        let n = map.dim(0), plane = map.dim(2) * map.dim(3), priors = stacked.dim(1)
+        let src = map.data, dst = stacked.data
+        parallelFor(n * boxes) { range in
+            for nb in range {
+                let i = nb / boxes, b = nb % boxes
+                for j in 0..<k {
+                    let s = src + (i * boxes * k + b * k + j) * plane
+                    let d = dst + (i * priors + offset + b) * k + j
+                    for p in 0..<plane { d[p * boxes * k] = s[p] }
+                }
+            }
+        }
+    }
+
+    /// The inverse of `scatter`: map[n, b·k + j, y, x] = stacked[n, offset + (y·W + x)·boxes + b, j]
+    static func gather(_ stacked: Tensor, k: Int, boxes: Int, offset: Int, into map: Tensor) {
+        let n = map.dim(0), plane = map.dim(2) * map.dim(3), priors = stacked.dim(1)
+        let src = stacked.data, dst = map.data
+        parallelFor(n * boxes) { range in
+            for nb in range {
+                let i = nb / boxes, b = nb % boxes
+                for j in 0..<k {
+                    let d = dst + (i * boxes * k + b * k + j) * plane
+                    let s = src + (i * priors + offset + b) * k + j
+                    for p in 0..<plane { d[p] = s[p * boxes * k] }
+                }
+            }
+        }
+    }
+}
+
+/// into += x, element-wise (same element count).
+func add(_ x: Tensor, into y: Tensor) {
+    precondition(x.count == y.count, "adding tensors of \(x.count) and \(y.count) elements")
+    let a = x.data, b = y.data
+    parallelFor(x.count, minimumPerThread: 1 << 16) { range in
+        for i in range { b[i] += a[i] }
+    }
+}

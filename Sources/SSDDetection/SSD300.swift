@@ -1,0 +1,216 @@
+import Foundation
+import SSDEngine
+import SSDLayers
+
+/// Errors loading or saving model weights.
+public enum ModelError: Error, CustomStringConvertible {
+    case weights(String)
+    public var description: String {
+        switch self { case let .weights(m): return m }
+    }
+}
+
+/// SSD300 exactly as the reference builds it: a VGG16 base (pool3 in ceil mode, pool5
+/// 3×3/1/1, conv6 3×3 dilation 6, conv7 1×1), auxiliary convolutions conv8_1…conv11_2,
+/// conv4_3 L2-normalised with learnable scales, and loc/class prediction convolutions on six
+/// feature maps, stacked into (N, 8732, 4) offsets and (N, 8732, n_classes) scores.
+///
+/// Parameters carry the reference's state_dict names. Buffers are planned on the first call
+/// for a batch size and reused after: a training step allocates nothing else in the network.
+public final class SSD300 {
+    public let classCount: Int
+    public let backend: Backend
+    /// (8732, 4) centre-size priors, in prediction order.
+    public let priorsCxcy: [Float]
+
+    /// The base: (layer, takes ReLU after it) in order; pools have no ReLU.
+    private enum Step { case conv(Conv2D), pool(MaxPool2D) }
+    private let baseSteps: [Step]
+    private let conv4_3: Conv2D
+    private let conv7: Conv2D
+    private let l2norm: L2Norm
+    /// conv8_1, conv8_2, …, conv11_2; each *_2 output is a prediction source.
+    private let auxConvs: [Conv2D]
+    private let heads: [PredictionHead]
+
+    /// (N, 8732, 4) and (N, 8732, n_classes): the last forward's outputs.
+    public private(set) var locs = Tensor(shape: [0])
+    public private(set) var scores = Tensor(shape: [0])
+    private var input: Tensor?
+
+    /// Builds the network with the reference's initialisation of new layers (Xavier-uniform
+    /// weights and zero biases for auxiliary and prediction convolutions, scales 20) and
+    /// PyTorch's default initialisation for the base (replace it with VGG16 weights to train
+    /// as the reference does).
+    public init(classCount: Int, algorithm: ConvolutionAlgorithm = .direct, backend: Backend = DNNLBackend(),
+                seed: UInt64 = 0) {
+        precondition(classCount >= 2, "SSD300 needs background plus at least one class")
+        self.classCount = classCount
+        self.backend = backend
+        self.priorsCxcy = Priors.centreSize()
+        func conv(_ name: String, _ i: Int, _ o: Int, _ k: Int, stride: Int = 1, padding: Int = 0,
+                  dilation: Int = 1) -> Conv2D {
+            Conv2D(name: name, inputChannels: i, outputChannels: o, kernelSize: k, stride: stride, padding: padding,
+                   dilation: dilation, algorithm: algorithm, backend: backend)
+        }
+        func pool(_ k: Int = 2, _ s: Int = 2, padding: Int = 0, ceil: Bool = false) -> Step {
+            .pool(MaxPool2D(kernelSize: k, stride: s, padding: padding, ceilMode: ceil, backend: backend))
+        }
+        conv4_3 = conv("base.conv4_3", 512, 512, 3, padding: 1)
+        conv7 = conv("base.conv7", 1024, 1024, 1)
+        baseSteps = [
+            .conv(conv("base.conv1_1", 3, 64, 3, padding: 1)), .conv(conv("base.conv1_2", 64, 64, 3, padding: 1)), pool(),
+            .conv(conv("base.conv2_1", 64, 128, 3, padding: 1)), .conv(conv("base.conv2_2", 128, 128, 3, padding: 1)), pool(),
+            .conv(conv("base.conv3_1", 128, 256, 3, padding: 1)), .conv(conv("base.conv3_2", 256, 256, 3, padding: 1)),
+            .conv(conv("base.conv3_3", 256, 256, 3, padding: 1)), pool(ceil: true),
+            .conv(conv("base.conv4_1", 256, 512, 3, padding: 1)), .conv(conv("base.conv4_2", 512, 512, 3, padding: 1)),
+            .conv(conv4_3), pool(),
+            .conv(conv("base.conv5_1", 512, 512, 3, padding: 1)), .conv(conv("base.conv5_2", 512, 512, 3, padding: 1)),
+            .conv(conv("base.conv5_3", 512, 512, 3, padding: 1)), pool(3, 1, padding: 1),
+            .conv(conv("base.conv6", 512, 1024, 3, padding: 6, dilation: 6)), .conv(conv7),
+        ]
+        l2norm = L2Norm(channels: 512)
+        auxConvs = [
+            conv("aux_convs.conv8_1", 1024, 256, 1), conv("aux_convs.conv8_2", 256, 512, 3, stride: 2, padding: 1),
+            conv("aux_convs.conv9_1", 512, 128, 1), conv("aux_convs.conv9_2", 128, 256, 3, stride: 2, padding: 1),
+            conv("aux_convs.conv10_1", 256, 128, 1), conv("aux_convs.conv10_2", 128, 256, 3),
+            conv("aux_convs.conv11_1", 256, 128, 1), conv("aux_convs.conv11_2", 128, 256, 3),
+        ]
+        let sources: [(String, Int)] = [("conv4_3", 512), ("conv7", 1024), ("conv8_2", 512), ("conv9_2", 256),
+                                        ("conv10_2", 256), ("conv11_2", 256)]
+        var offset = 0
+        var heads: [PredictionHead] = []
+        for (spec, (name, channels)) in zip(Priors.ssd300, sources) {
+            heads.append(PredictionHead(featureName: name, inputChannels: channels, boxes: spec.boxesPerLocation,
+                                        classes: classCount, priorOffset: offset, algorithm: algorithm, backend: backend))
+            offset += spec.size * spec.size * spec.boxesPerLocation
+        }
+        self.heads = heads
+
+        var rng = SeededRandom(seed: seed)
+        for case let .conv(c) in baseSteps {
+            Initializer.pytorchDefault(weight: c.weight.value, bias: c.bias.value, rng: &rng)
+        }
+        for c in auxConvs + heads.flatMap({ [$0.loc, $0.cls] }) {
+            Initializer.xavierUniform(c.weight.value, rng: &rng)
+            c.bias.value.zero()
+        }
+    }
+
+    private var baseConvs: [Conv2D] { baseSteps.compactMap { if case let .conv(c) = $0 { return c } else { return nil } } }
+    private var headConvs: [Conv2D] { heads.map(\.loc) + heads.map(\.cls) }
+
+    /// Every parameter in the reference's state_dict order: `rescale_factors`, the base, the
+    /// auxiliary convolutions, then the loc and class prediction convolutions.
+    public var parameters: [Parameter] {
+        l2norm.parameters + (baseConvs + auxConvs + headConvs).flatMap(\.parameters)
+    }
+
+    /// Parameters by state_dict name.
+    public func parameter(named name: String) -> Parameter? { parameters.first { $0.name == name } }
+
+    /// The convolution algorithm of every layer; changing it re-plans at the next call.
+    public func setAlgorithm(_ algorithm: ConvolutionAlgorithm) {
+        for c in baseConvs + auxConvs + headConvs { c.algorithm = algorithm }
+    }
+
+    /// Forward pass on `images` (N, 3, 300, 300), normalised RGB. Returns the model's `locs`
+    /// (N, 8732, 4) and `scores` (N, 8732, n_classes) buffers.
+    @discardableResult
+    public func forward(_ images: Tensor) throws -> (locs: Tensor, scores: Tensor) {
+        guard images.shape.count == 4, images.dim(1) == 3, images.dim(2) == 300, images.dim(3) == 300, images.dim(0) > 0 else {
+            throw EngineError.shapeMismatch(what: "SSD300 input", expected: [images.shape.first ?? 1, 3, 300, 300],
+                                            got: images.shape)
+        }
+        let n = images.dim(0)
+        if locs.shape != [n, priorsCxcy.count / 4, 4] {
+            locs = Tensor(shape: [n, priorsCxcy.count / 4, 4])
+            scores = Tensor(shape: [n, priorsCxcy.count / 4, classCount])
+        }
+        input = images
+        let relu = ReLU(backend: backend)
+        var x = images
+        for step in baseSteps {
+            switch step {
+            case let .conv(c):
+                x = try c.forward(x)
+                try relu.forward(x)
+            case let .pool(p):
+                x = try p.forward(x)
+            }
+        }
+        var features = [try l2norm.forward(conv4_3.output), conv7.output]
+        for c in auxConvs {
+            x = try c.forward(x)
+            try relu.forward(x)
+            if c.weight.name.hasSuffix("_2.weight") { features.append(x) }
+        }
+        for (head, feature) in zip(heads, features) { try head.forward(feature, locs: locs, scores: scores) }
+        return (locs, scores)
+    }
+
+    /// Backward pass from d loss / d locs and d loss / d scores of the last forward:
+    /// accumulates every parameter's gradient.
+    public func backward(gradLocs: Tensor, gradScores: Tensor) throws {
+        guard let images = input else { throw EngineError.invalidArgument("SSD300 backward before forward") }
+        try gradLocs.requireShape(locs.shape, "gradient of locs")
+        try gradScores.requireShape(scores.shape, "gradient of scores")
+        let relu = ReLU(backend: backend)
+        let sources = [l2norm.output, conv7.output] + auxConvs.enumerated().compactMap { $0.offset % 2 == 1 ? $0.element.output : nil }
+        var featureGrads: [Tensor] = []
+        for (head, feature) in zip(heads, sources) {
+            featureGrads.append(try head.backward(feature, gradLocs: gradLocs, gradScores: gradScores))
+        }
+        // Auxiliary convolutions, last to first; each *_2 output also receives its head's gradient.
+        var grad = featureGrads[5]
+        for index in stride(from: auxConvs.count - 1, through: 0, by: -1) {
+            let c = auxConvs[index]
+            if index % 2 == 1 && index < auxConvs.count - 1 { add(featureGrads[index / 2 + 2], into: grad) }
+            try relu.backward(output: c.output, grad: grad)
+            let input = index == 0 ? conv7.output : auxConvs[index - 1].output
+            grad = try c.backward(input: input, outputGrad: grad)!
+        }
+        add(featureGrads[1], into: grad)  // conv7's output feeds conv8_1 and its head
+        // The base, last to first.
+        for index in stride(from: baseSteps.count - 1, through: 0, by: -1) {
+            let stepInput: Tensor
+            if index == 0 { stepInput = images } else {
+                switch baseSteps[index - 1] {
+                case let .conv(c): stepInput = c.output
+                case let .pool(p): stepInput = p.output
+                }
+            }
+            switch baseSteps[index] {
+            case let .conv(c):
+                if c === conv4_3 {
+                    // conv4_3's output feeds pool4 and, through the L2 norm, its head.
+                    add(try l2norm.backward(input: conv4_3.output, outputGrad: featureGrads[0]), into: grad)
+                }
+                try relu.backward(output: c.output, grad: grad)
+                if let g = try c.backward(input: stepInput, outputGrad: grad, computeInputGrad: index > 0) { grad = g }
+            case let .pool(p):
+                grad = try p.backward(outputGrad: grad)
+            }
+        }
+    }
+
+    /// Zeroes every parameter's gradient.
+    public func zeroGrad() { for p in parameters { p.zeroGrad() } }
+
+    /// Loads every parameter from a safetensors file under its state_dict name. Every
+    /// parameter must be present with its exact shape; the error names the first that is not.
+    public func load(_ file: SafetensorsFile) throws {
+        for p in parameters { try file.load(p.name, into: p.value) }
+    }
+
+    /// Loads weights from a safetensors file at `url`.
+    public func load(contentsOf url: URL) throws { try load(try SafetensorsFile(url: url)) }
+
+    /// Saves every parameter (F32) with `metadata`, atomically.
+    public func save(to url: URL, metadata: [String: String] = [:]) throws {
+        var m = metadata
+        m["n_classes"] = String(classCount)
+        m["naming"] = "tutorial state_dict"
+        try SafetensorsWriter.write(parameters.map { ($0.name, $0.value) }, metadata: m, to: url)
+    }
+}

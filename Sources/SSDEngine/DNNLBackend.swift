@@ -1,0 +1,248 @@
+import CDNNL
+
+/// The oneDNN backend. Every primitive is created with `format_tag_any` so oneDNN picks its
+/// fastest (blocked) layouts; plain NCHW/OIHW caller data is reordered in and out where the
+/// layouts differ. (Building backward-data on the forward's weight layout instead makes
+/// oneDNN fall back to its reference implementation, about 2000× slower.)
+public final class DNNLBackend: Backend {
+    public let name = "onednn"
+    private var reluCache: [Int: (fwd: DNNLPrimitive, bwd: DNNLPrimitive, data: DNNLMemory, diff: DNNLMemory)] = [:]
+
+    public init() {}
+
+    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws -> ConvolutionKernel {
+        try DNNLConvolution(shape, algorithm: algorithm)
+    }
+
+    public func maxPooling(_ shape: PoolingShape) throws -> PoolingKernel {
+        try DNNLMaxPooling(shape)
+    }
+
+    private func relu(count: Int) throws -> (fwd: DNNLPrimitive, bwd: DNNLPrimitive, data: DNNLMemory, diff: DNNLMemory) {
+        if let cached = reluCache[count] { return cached }
+        var md = try memoryDesc([count], dnnl_a)
+        var fd = dnnl_eltwise_desc_t()
+        try dnnlCheck(dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu_use_dst_for_bwd,
+                                                     &md, 0, 0), "eltwise_forward_desc_init")
+        let fwd = try DNNLPrimitive(opDesc: &fd, what: "relu forward")
+        var bd = dnnl_eltwise_desc_t()
+        try dnnlCheck(dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu_use_dst_for_bwd, &md, &md, 0, 0),
+                      "eltwise_backward_desc_init")
+        let bwd = try DNNLPrimitive(opDesc: &bd, hint: fwd.pd, what: "relu backward")
+        let entry = (fwd: fwd, bwd: bwd, data: try DNNLMemory(md, own: false), diff: try DNNLMemory(md, own: false))
+        reluCache[count] = entry
+        return entry
+    }
+
+    public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard count > 0 else { return }
+        let r = try relu(count: count)
+        try r.data.bind(x)
+        try r.fwd.execute([(DNNL_ARG_SRC, r.data), (DNNL_ARG_DST, r.data)])
+    }
+
+    public func reluBackward(output: UnsafePointer<Float>, grad: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard count > 0 else { return }
+        let r = try relu(count: count)
+        try r.data.bind(output)
+        try r.diff.bind(grad)
+        try r.bwd.execute([(DNNL_ARG_DST, r.data), (DNNL_ARG_DIFF_DST, r.diff), (DNNL_ARG_DIFF_SRC, r.diff)])
+    }
+
+    public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
+        try dnnlCheck(dnnl_sgemm(CChar(UInt8(ascii: transA ? "T" : "N")), CChar(UInt8(ascii: transB ? "T" : "N")),
+                                 dnnl_dim_t(m), dnnl_dim_t(n), dnnl_dim_t(k), alpha, a, dnnl_dim_t(lda),
+                                 b, dnnl_dim_t(ldb), beta, c, dnnl_dim_t(ldc)), "sgemm")
+    }
+}
+
+/// One convolution shape: forward, backward-data and backward-weights primitives, each with
+/// the layouts oneDNN chose, and the reorders between those and NCHW/OIHW.
+final class DNNLConvolution: ConvolutionKernel {
+    let shape: ConvolutionShape
+    let implementation: String
+
+    private let fwd: DNNLPrimitive
+    private let fwdSrc, fwdWeights, fwdDst: DNNLStaging
+    private let fwdBias: DNNLMemory
+
+    private let bwdData: DNNLPrimitive
+    private let bdDiffDst, bdWeights, bdDiffSrc: DNNLStaging
+
+    private let bwdWeights: DNNLPrimitive
+    private let bwSrc, bwDiffDst, bwDiffWeights: DNNLStaging
+    private let bwDiffBias: DNNLMemory
+    private let weightScratch: Tensor  // (Cout, Cin, kh, kw): this call's weight gradient
+    private let biasScratch: Tensor    // (Cout)
+
+    init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws {
+        try shape.validate()
+        self.shape = shape
+        let s = shape
+        let strides = [s.strideHeight, s.strideWidth].map { dnnl_dim_t($0) }
+        let dilates = [s.dilationHeight - 1, s.dilationWidth - 1].map { dnnl_dim_t($0) }
+        let padL = [s.paddingHeight, s.paddingWidth].map { dnnl_dim_t($0) }
+        // Right padding chosen so oneDNN's output extent equals PyTorch's floor formula.
+        let padR = [
+            (s.outHeight - 1) * s.strideHeight + s.dilationHeight * (s.kernelHeight - 1) + 1 - s.inHeight - s.paddingHeight,
+            (s.outWidth - 1) * s.strideWidth + s.dilationWidth * (s.kernelWidth - 1) + 1 - s.inWidth - s.paddingWidth,
+        ].map { dnnl_dim_t($0) }
+
+        let userSrc = try memoryDesc(s.inputShape, dnnl_nchw)
+        let userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
+        let userDst = try memoryDesc(s.outputShape, dnnl_nchw)
+        var biasDesc = try memoryDesc([s.outChannels], dnnl_x)
+        var anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
+        var anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
+        var anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
+
+        func makeForward(_ alg: dnnl_alg_kind_t) throws -> DNNLPrimitive {
+            var d = dnnl_convolution_desc_t()
+            try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&d, dnnl_forward_training, alg, &anySrc, &anyWeights,
+                                                                     &biasDesc, &anyDst, strides, dilates, padL, padR),
+                          "convolution_forward_desc_init \(s)")
+            return try DNNLPrimitive(opDesc: &d, what: "convolution forward \(s)")
+        }
+        let wantWinograd = (algorithm == .winograd || algorithm == .auto) && s.winogradEligible
+        var chosen = dnnl_convolution_direct
+        if wantWinograd, let p = try? makeForward(dnnl_convolution_winograd) {
+            fwd = p
+            chosen = dnnl_convolution_winograd
+        } else {
+            fwd = try makeForward(dnnl_convolution_direct)
+        }
+        implementation = fwd.implementation
+        fwdSrc = try DNNLStaging(user: userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false)
+        fwdWeights = try DNNLStaging(user: userWeights, internal: fwd.queryDesc(dnnl_query_weights_md),
+                                     needsIn: true, needsOut: false)
+        fwdDst = try DNNLStaging(user: userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true)
+        fwdBias = try DNNLMemory(biasDesc, own: false)
+
+        // Backward data: its own layouts, with the forward as the hint.
+        var bdDesc = dnnl_convolution_desc_t()
+        try dnnlCheck(dnnl_dilated_convolution_backward_data_desc_init(&bdDesc, chosen, &anySrc, &anyWeights, &anyDst,
+                                                                       strides, dilates, padL, padR),
+                      "convolution_backward_data_desc_init \(s)")
+        bwdData = try DNNLPrimitive(opDesc: &bdDesc, hint: fwd.pd, what: "convolution backward data \(s)")
+        bdDiffDst = try DNNLStaging(user: userDst, internal: bwdData.queryDesc(dnnl_query_diff_dst_md),
+                                    needsIn: true, needsOut: false)
+        bdWeights = try DNNLStaging(user: userWeights, internal: bwdData.queryDesc(dnnl_query_weights_md),
+                                    needsIn: true, needsOut: false)
+        bdDiffSrc = try DNNLStaging(user: userSrc, internal: bwdData.queryDesc(dnnl_query_diff_src_md),
+                                    needsIn: false, needsOut: true)
+
+        // Backward weights.
+        var bwDesc = dnnl_convolution_desc_t()
+        try dnnlCheck(dnnl_dilated_convolution_backward_weights_desc_init(&bwDesc, chosen, &anySrc, &anyWeights, &biasDesc,
+                                                                          &anyDst, strides, dilates, padL, padR),
+                      "convolution_backward_weights_desc_init \(s)")
+        bwdWeights = try DNNLPrimitive(opDesc: &bwDesc, hint: fwd.pd, what: "convolution backward weights \(s)")
+        bwSrc = try DNNLStaging(user: userSrc, internal: bwdWeights.queryDesc(dnnl_query_src_md),
+                                needsIn: true, needsOut: false)
+        bwDiffDst = try DNNLStaging(user: userDst, internal: bwdWeights.queryDesc(dnnl_query_diff_dst_md),
+                                    needsIn: true, needsOut: false)
+        bwDiffWeights = try DNNLStaging(user: userWeights, internal: bwdWeights.queryDesc(dnnl_query_diff_weights_md),
+                                        needsIn: false, needsOut: true)
+        bwDiffBias = try DNNLMemory(biasDesc, own: false)
+        weightScratch = Tensor(shape: s.weightShape)
+        biasScratch = Tensor(shape: [s.outChannels])
+    }
+
+    func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                 output: UnsafeMutablePointer<Float>) throws {
+        try fwdSrc.load(input)
+        try fwdWeights.load(weight)
+        if let bias {
+            try fwdBias.bind(bias)
+        } else {
+            biasScratch.zero()
+            try fwdBias.bind(biasScratch.data)
+        }
+        try fwdDst.bindOutput(output)
+        try fwd.execute([(DNNL_ARG_SRC, fwdSrc.internalMemory), (DNNL_ARG_WEIGHTS, fwdWeights.internalMemory),
+                         (DNNL_ARG_BIAS, fwdBias), (DNNL_ARG_DST, fwdDst.internalMemory)])
+        try fwdDst.store()
+    }
+
+    func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                      inputGrad: UnsafeMutablePointer<Float>) throws {
+        try bdDiffDst.load(outputGrad)
+        try bdWeights.load(weight)
+        try bdDiffSrc.bindOutput(inputGrad)
+        try bwdData.execute([(DNNL_ARG_DIFF_DST, bdDiffDst.internalMemory), (DNNL_ARG_WEIGHTS, bdWeights.internalMemory),
+                             (DNNL_ARG_DIFF_SRC, bdDiffSrc.internalMemory)])
+        try bdDiffSrc.store()
+    }
+
+    func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
+                         weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
+        try bwSrc.load(input)
+        try bwDiffDst.load(outputGrad)
+        try bwDiffWeights.bindOutput(weightScratch.data)
+        try bwDiffBias.bind(biasScratch.data)
+        try bwdWeights.execute([(DNNL_ARG_SRC, bwSrc.internalMemory), (DNNL_ARG_DIFF_DST, bwDiffDst.internalMemory),
+                                (DNNL_ARG_DIFF_WEIGHTS, bwDiffWeights.internalMemory), (DNNL_ARG_DIFF_BIAS, bwDiffBias)])
+        try bwDiffWeights.store()
+        // oneDNN overwrites its outputs; the contract is to accumulate.
+        let w = weightScratch.data
+        for i in 0..<weightScratch.count { weightGrad[i] += w[i] }
+        if let biasGrad {
+            for i in 0..<shape.outChannels { biasGrad[i] += biasScratch.data[i] }
+        }
+    }
+}
+
+/// Max pooling over NCHW data, with the workspace (arg-max positions) the backward needs.
+final class DNNLMaxPooling: PoolingKernel {
+    let shape: PoolingShape
+    private let fwd: DNNLPrimitive
+    private let bwd: DNNLPrimitive
+    private let src, dst, diffSrc, diffDst: DNNLMemory
+    private let workspace: DNNLMemory
+
+    init(_ shape: PoolingShape) throws {
+        try shape.validate()
+        self.shape = shape
+        let s = shape
+        var srcDesc = try memoryDesc(s.inputShape, dnnl_nchw)
+        var dstDesc = try memoryDesc(s.outputShape, dnnl_nchw)
+        let padL = [s.padding, s.padding].map { dnnl_dim_t($0) }
+        // Ceil mode: pad on the right just enough for oneDNN to produce PyTorch's extent.
+        let padR = [
+            s.ceilMode ? (s.outHeight - 1) * s.stride + s.kernel - s.inHeight - s.padding : s.padding,
+            s.ceilMode ? (s.outWidth - 1) * s.stride + s.kernel - s.inWidth - s.padding : s.padding,
+        ].map { dnnl_dim_t($0) }
+        let strides = [dnnl_dim_t(s.stride), dnnl_dim_t(s.stride)]
+        let kernel = [dnnl_dim_t(s.kernel), dnnl_dim_t(s.kernel)]
+        let dilation: [dnnl_dim_t] = [0, 0]
+        var fd = dnnl_pooling_v2_desc_t()
+        try dnnlCheck(dnnl_pooling_v2_forward_desc_init(&fd, dnnl_forward_training, dnnl_pooling_max, &srcDesc, &dstDesc,
+                                                        strides, kernel, dilation, padL, padR),
+                      "pooling_forward_desc_init \(s)")
+        fwd = try DNNLPrimitive(opDesc: &fd, what: "max pooling forward \(s)")
+        var bd = dnnl_pooling_v2_desc_t()
+        try dnnlCheck(dnnl_pooling_v2_backward_desc_init(&bd, dnnl_pooling_max, &srcDesc, &dstDesc,
+                                                         strides, kernel, dilation, padL, padR),
+                      "pooling_backward_desc_init \(s)")
+        bwd = try DNNLPrimitive(opDesc: &bd, hint: fwd.pd, what: "max pooling backward \(s)")
+        src = try DNNLMemory(srcDesc, own: false)
+        dst = try DNNLMemory(dstDesc, own: false)
+        diffSrc = try DNNLMemory(srcDesc, own: false)
+        diffDst = try DNNLMemory(dstDesc, own: false)
+        workspace = try DNNLMemory(fwd.queryDesc(dnnl_query_workspace_md), own: true)
+    }
+
+    func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) throws {
+        try src.bind(input)
+        try dst.bind(output)
+        try fwd.execute([(DNNL_ARG_SRC, src), (DNNL_ARG_DST, dst), (DNNL_ARG_WORKSPACE, workspace)])
+    }
+
+    func backward(outputGrad: UnsafePointer<Float>, inputGrad: UnsafeMutablePointer<Float>) throws {
+        try diffDst.bind(outputGrad)
+        try diffSrc.bind(inputGrad)
+        try bwd.execute([(DNNL_ARG_DIFF_DST, diffDst), (DNNL_ARG_WORKSPACE, workspace), (DNNL_ARG_DIFF_SRC, diffSrc)])
+    }
+}

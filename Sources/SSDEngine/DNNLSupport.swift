@@ -1,0 +1,184 @@
+import CDNNL
+
+/// Throws `EngineError.backend` when a oneDNN call does not return success.
+@inline(__always)
+func dnnlCheck(_ status: dnnl_status_t, _ what: @autoclosure () -> String) throws {
+    if status != dnnl_success {
+        throw EngineError.backend("oneDNN \(what()) failed with status \(status.rawValue)")
+    }
+}
+
+/// The process's oneDNN CPU engine and its stream (created once).
+final class DNNLContext: @unchecked Sendable {
+    static let shared: DNNLContext = DNNLContext()
+
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
+
+    private init() {
+        var e: dnnl_engine_t?
+        guard dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success, let engine = e else {
+            fatalError("oneDNN: cannot create the CPU engine")
+        }
+        var s: dnnl_stream_t?
+        guard dnnl_stream_create(&s, engine, dnnl_stream_default_flags.rawValue) == dnnl_success, let stream = s else {
+            fatalError("oneDNN: cannot create a stream")
+        }
+        self.engine = engine
+        self.stream = stream
+    }
+}
+
+/// A memory descriptor for dense f32 data with the given dims and format tag.
+func memoryDesc(_ dims: [Int], _ tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+    var md = dnnl_memory_desc_t()
+    let d = dims.map { dnnl_dim_t($0) }
+    try dnnlCheck(dnnl_memory_desc_init_by_tag(&md, Int32(d.count), d, dnnl_f32, tag), "memory_desc_init \(dims)")
+    return md
+}
+
+/// A oneDNN memory object. Either wraps caller memory (handle set per call) or owns an
+/// aligned buffer sized for its descriptor.
+final class DNNLMemory {
+    let handle: dnnl_memory_t
+    let desc: dnnl_memory_desc_t
+    private var owned: UnsafeMutableRawPointer?
+
+    /// `own`: allocate a buffer for this descriptor; otherwise the data handle is set by `bind`.
+    init(_ desc: dnnl_memory_desc_t, own: Bool) throws {
+        var d = desc
+        self.desc = desc
+        var m: dnnl_memory_t?
+        let size = dnnl_memory_desc_get_size(&d)
+        if own {
+            owned = UnsafeMutableRawPointer.allocate(byteCount: max(size, 64), alignment: 64)
+            owned!.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 64))
+        }
+        // DNNL_MEMORY_NONE: no buffer until bound.
+        try dnnlCheck(dnnl_memory_create(&m, &d, DNNLContext.shared.engine, owned ?? nil), "memory_create")
+        handle = m!
+    }
+
+    /// Points the memory at caller-owned data.
+    func bind(_ pointer: UnsafeRawPointer) throws {
+        try dnnlCheck(dnnl_memory_set_data_handle(handle, UnsafeMutableRawPointer(mutating: pointer)), "set_data_handle")
+    }
+
+    var pointer: UnsafeMutableRawPointer? { owned }
+
+    deinit {
+        dnnl_memory_destroy(handle)
+        owned?.deallocate()
+    }
+}
+
+/// A primitive together with its descriptor.
+final class DNNLPrimitive {
+    let pd: dnnl_primitive_desc_t
+    let primitive: dnnl_primitive_t
+
+    /// Creates the primitive descriptor from an op descriptor, then the primitive.
+    init(opDesc: UnsafeRawPointer, hint: dnnl_primitive_desc_t? = nil, attr: dnnl_primitive_attr_t? = nil,
+         what: String) throws {
+        var p: dnnl_primitive_desc_t?
+        try dnnlCheck(dnnl_primitive_desc_create(&p, opDesc, attr, DNNLContext.shared.engine, hint),
+                      "primitive_desc_create (\(what))")
+        pd = p!
+        var prim: dnnl_primitive_t?
+        let status = dnnl_primitive_create(&prim, pd)
+        if status != dnnl_success {
+            dnnl_primitive_desc_destroy(pd)
+            throw EngineError.backend("oneDNN primitive_create (\(what)) failed with status \(status.rawValue)")
+        }
+        primitive = prim!
+    }
+
+    /// A reorder between two descriptors.
+    init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws {
+        var s = src, d = dst
+        var p: dnnl_primitive_desc_t?
+        let engine = DNNLContext.shared.engine
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&p, &s, engine, &d, engine, nil), "reorder_primitive_desc_create")
+        pd = p!
+        var prim: dnnl_primitive_t?
+        try dnnlCheck(dnnl_primitive_create(&prim, pd), "reorder primitive_create")
+        primitive = prim!
+    }
+
+    /// The memory descriptor the primitive chose for a query (src, weights, dst, workspace…).
+    func queryDesc(_ what: dnnl_query_t, _ index: Int32 = 0) -> dnnl_memory_desc_t {
+        dnnl_primitive_desc_query_md(pd, what, index)!.pointee
+    }
+
+    /// The implementation name oneDNN chose (e.g. "jit:avx512_core").
+    var implementation: String {
+        var str: UnsafePointer<CChar>?
+        guard dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &str) == dnnl_success, let s = str else {
+            return "unknown"
+        }
+        return String(cString: s)
+    }
+
+    /// Executes with the given (argument, memory) pairs and waits for completion.
+    func execute(_ args: [(Int32, DNNLMemory)]) throws {
+        var list = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1.handle) }
+        let stream = DNNLContext.shared.stream
+        try dnnlCheck(dnnl_primitive_execute(primitive, stream, Int32(list.count), &list), "primitive_execute")
+        try dnnlCheck(dnnl_stream_wait(stream), "stream_wait")
+    }
+
+    deinit {
+        dnnl_primitive_destroy(primitive)
+        dnnl_primitive_desc_destroy(pd)
+    }
+}
+
+/// True when two descriptors describe the same layout.
+func sameLayout(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
+    var x = a, y = b
+    return dnnl_memory_desc_equal(&x, &y) != 0
+}
+
+/// Caller data in a plain layout (`user`) seen by a primitive that wants `internal`: either
+/// the caller's memory directly, or an owned buffer plus reorders in either direction.
+final class DNNLStaging {
+    let user: DNNLMemory
+    let internalMemory: DNNLMemory
+    private let toInternal: DNNLPrimitive?
+    private let toUser: DNNLPrimitive?
+
+    init(user userDesc: dnnl_memory_desc_t, internal internalDesc: dnnl_memory_desc_t,
+         needsIn: Bool, needsOut: Bool) throws {
+        user = try DNNLMemory(userDesc, own: false)
+        if sameLayout(userDesc, internalDesc) {
+            internalMemory = user
+            toInternal = nil
+            toUser = nil
+        } else {
+            internalMemory = try DNNLMemory(internalDesc, own: true)
+            toInternal = needsIn ? try DNNLPrimitive(reorderFrom: userDesc, to: internalDesc) : nil
+            toUser = needsOut ? try DNNLPrimitive(reorderFrom: internalDesc, to: userDesc) : nil
+        }
+    }
+
+    /// Whether the primitive works on the caller's memory directly.
+    var isDirect: Bool { internalMemory === user }
+
+    /// Binds the caller's pointer and reorders it into the internal layout when they differ.
+    func load(_ pointer: UnsafeRawPointer) throws {
+        try user.bind(pointer)
+        if let r = toInternal {
+            try r.execute([(DNNL_ARG_FROM, user), (DNNL_ARG_TO, internalMemory)])
+        }
+    }
+
+    /// Binds the caller's pointer (for an output written by the primitive).
+    func bindOutput(_ pointer: UnsafeMutableRawPointer) throws { try user.bind(pointer) }
+
+    /// Reorders the internal result back into the caller's memory when they differ.
+    func store() throws {
+        if let r = toUser {
+            try r.execute([(DNNL_ARG_FROM, internalMemory), (DNNL_ARG_TO, user)])
+        }
+    }
+}

@@ -1,0 +1,272 @@
+import Foundation
+import SSDEngine
+
+/// Errors reading or writing safetensors files; each names the file and, where there is one,
+/// the tensor.
+public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
+    case io(file: String, message: String)
+    case header(file: String, message: String)
+    case missingTensor(file: String, name: String)
+    case wrongShape(file: String, name: String, expected: [Int], got: [Int])
+    case unsupportedDType(file: String, name: String, dtype: String)
+    case badOffsets(file: String, name: String, message: String)
+
+    public var description: String {
+        switch self {
+        case let .io(file, message): return "\(file): \(message)"
+        case let .header(file, message): return "\(file): invalid safetensors header: \(message)"
+        case let .missingTensor(file, name): return "\(file): no tensor named '\(name)'"
+        case let .wrongShape(file, name, expected, got):
+            return "\(file): tensor '\(name)' has shape \(got), expected \(expected)"
+        case let .unsupportedDType(file, name, dtype): return "\(file): tensor '\(name)' has unsupported dtype \(dtype)"
+        case let .badOffsets(file, name, message): return "\(file): tensor '\(name)': \(message)"
+        }
+    }
+}
+
+/// A safetensors file read into memory: an 8-byte little-endian header length, a JSON header
+/// `{name: {dtype, shape, data_offsets}, "__metadata__": {…}}`, then raw little-endian data.
+/// The header is fully validated on open (dtypes, shapes against byte ranges, ranges inside
+/// the data), so later reads cannot go out of bounds.
+public struct SafetensorsFile {
+    /// One entry of the header.
+    public struct Entry: Equatable, Sendable {
+        public var dtype: String
+        public var shape: [Int]
+        /// Byte range within the data section.
+        public var range: Range<Int>
+    }
+
+    /// Bytes per element of every dtype the format defines.
+    static let elementSizes: [String: Int] = [
+        "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+        "U16": 2, "U32": 4, "U64": 8,
+    ]
+    /// The safetensors reference implementation caps the header at 100 MB.
+    static let maximumHeaderBytes = 100_000_000
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let bytes: Data
+    private let dataStart: Int
+
+    /// Tensor names, sorted.
+    public var names: [String] { entries.keys.sorted() }
+
+    /// Opens and validates `url`.
+    public init(url: URL) throws {
+        let path = url.path
+        let data: Data
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
+            throw SafetensorsError.io(file: path, message: "cannot read: \(error.localizedDescription)")
+        }
+        try self.init(data: data, path: path)
+    }
+
+    /// Parses in-memory bytes; `path` is used in error messages.
+    public init(data: Data, path: String = "<memory>") throws {
+        self.path = path
+        self.bytes = data
+        guard data.count >= 8 else { throw SafetensorsError.header(file: path, message: "file shorter than 8 bytes") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
+        guard n <= UInt64(Self.maximumHeaderBytes), Int(n) <= data.count - 8 else {
+            throw SafetensorsError.header(file: path, message: "header length \(n) exceeds the file (\(data.count) bytes)")
+        }
+        let headerLength = Int(n)
+        dataStart = 8 + headerLength
+        let headerBytes = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + dataStart))
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: headerBytes) } catch {
+            throw SafetensorsError.header(file: path, message: "not JSON (\(error.localizedDescription))")
+        }
+        guard let object = json as? [String: Any] else {
+            throw SafetensorsError.header(file: path, message: "not a JSON object")
+        }
+        let dataCount = data.count - dataStart
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in object {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any] else {
+                    throw SafetensorsError.header(file: path, message: "__metadata__ is not an object")
+                }
+                for (k, v) in m {
+                    guard let s = v as? String else {
+                        throw SafetensorsError.header(file: path, message: "__metadata__ value '\(k)' is not a string")
+                    }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let info = value as? [String: Any] else {
+                throw SafetensorsError.header(file: path, message: "entry '\(name)' is not an object")
+            }
+            guard let dtype = info["dtype"] as? String else {
+                throw SafetensorsError.header(file: path, message: "entry '\(name)' has no dtype")
+            }
+            guard let size = Self.elementSizes[dtype] else {
+                throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: dtype)
+            }
+            guard let rawShape = info["shape"] as? [Any], let shape = Self.integers(rawShape),
+                  shape.allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) })
+            else { throw SafetensorsError.header(file: path, message: "entry '\(name)' has an invalid shape") }
+            guard let rawOffsets = info["data_offsets"] as? [Any], let offsets = Self.integers(rawOffsets),
+                  offsets.count == 2
+            else { throw SafetensorsError.header(file: path, message: "entry '\(name)' has invalid data_offsets") }
+            let (begin, end) = (offsets[0], offsets[1])
+            guard begin >= 0, begin <= end, end <= dataCount else {
+                throw SafetensorsError.badOffsets(file: path, name: name,
+                                                  message: "data_offsets [\(begin), \(end)] outside the \(dataCount) data bytes")
+            }
+            var elements = 1
+            for d in shape {
+                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw SafetensorsError.badOffsets(file: path, name: name, message: "shape too large") }
+                elements = product
+            }
+            guard elements.multipliedReportingOverflow(by: size).partialValue == end - begin else {
+                throw SafetensorsError.badOffsets(file: path, name: name,
+                                                  message: "shape \(shape) of \(dtype) needs \(elements * size) bytes, data_offsets give \(end - begin)")
+            }
+            entries[name] = Entry(dtype: dtype, shape: shape, range: begin..<end)
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    private static func integers(_ values: [Any]) -> [Int]? {
+        var out: [Int] = []
+        for v in values {
+            guard let n = v as? Int else { return nil }
+            out.append(n)
+        }
+        return out
+    }
+
+    private func entry(_ name: String) throws -> Entry {
+        guard let e = entries[name] else { throw SafetensorsError.missingTensor(file: path, name: name) }
+        return e
+    }
+
+    /// Calls `body` with the raw bytes of a tensor.
+    private func withBytes<R>(_ e: Entry, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try bytes.withUnsafeBytes { all in
+            try body(UnsafeRawBufferPointer(rebasing: all[(dataStart + e.range.lowerBound)..<(dataStart + e.range.upperBound)]))
+        }
+    }
+
+    /// A tensor as f32: F32 as is, F16 and BF16 widened exactly, F64 rounded.
+    public func tensor(_ name: String) throws -> Tensor {
+        let e = try entry(name)
+        let t = Tensor(shape: e.shape)
+        try decodeFloats(e, name: name, into: t.data)
+        return t
+    }
+
+    /// Reads tensor `name` into `destination`, whose shape it must have.
+    public func load(_ name: String, into destination: Tensor) throws {
+        let e = try entry(name)
+        guard e.shape == destination.shape else {
+            throw SafetensorsError.wrongShape(file: path, name: name, expected: destination.shape, got: e.shape)
+        }
+        try decodeFloats(e, name: name, into: destination.data)
+    }
+
+    private func decodeFloats(_ e: Entry, name: String, into out: UnsafeMutablePointer<Float>) throws {
+        try withBytes(e) { raw in
+            switch e.dtype {
+            case "F32":
+                let n = raw.count / 4
+                for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            case "F16":
+                let n = raw.count / 2
+                for i in 0..<n {
+                    out[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+                }
+            case "BF16":
+                let n = raw.count / 2
+                for i in 0..<n {
+                    let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    out[i] = Float(bitPattern: UInt32(b) << 16)
+                }
+            case "F64":
+                let n = raw.count / 8
+                for i in 0..<n { out[i] = Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+            default:
+                throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: e.dtype)
+            }
+        }
+    }
+
+    /// An integer tensor (I64, I32, U8, BOOL) as Int64 values, with its shape.
+    public func integers(_ name: String) throws -> (values: [Int64], shape: [Int]) {
+        let e = try entry(name)
+        let values: [Int64] = try withBytes(e) { raw in
+            switch e.dtype {
+            case "I64": return (0..<(raw.count / 8)).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            case "I32": return (0..<(raw.count / 4)).map { Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+            case "U8", "BOOL": return raw.map { Int64($0) }
+            default: throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: e.dtype)
+            }
+        }
+        return (values, e.shape)
+    }
+}
+
+/// Writes safetensors files (F32 data) atomically: to a temporary file beside the target,
+/// then renamed over it, so a reader never sees a half-written file.
+public enum SafetensorsWriter {
+    /// The serialised bytes of `tensors` (written in the given order) and `metadata`.
+    public static func encode(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws -> Data {
+        var header: [String: Any] = [:]
+        var offset = 0
+        var seen = Set<String>()
+        for (name, t) in tensors {
+            guard name != "__metadata__", seen.insert(name).inserted else {
+                throw EngineError.invalidArgument("safetensors: duplicate or reserved tensor name '\(name)'")
+            }
+            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.count]] as [String: Any]
+            offset += 4 * t.count
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        // Pad with spaces so the data section starts 8-byte aligned.
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        var out = Data(capacity: 8 + json.count + offset)
+        var n = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(json)
+        for (_, t) in tensors {
+            // Tensors are little-endian f32 on every platform we build for.
+            out.append(UnsafeBufferPointer(start: t.data, count: t.count))
+        }
+        return out
+    }
+
+    /// Writes `tensors` and `metadata` to `url` atomically.
+    public static func write(_ tensors: [(String, Tensor)], metadata: [String: String] = [:], to url: URL) throws {
+        let data = try encode(tensors, metadata: metadata)
+        try writeAtomically(data, to: url)
+    }
+}
+
+/// Writes `data` to a temporary file in the destination's folder, then renames it into place.
+public func writeAtomically(_ data: Data, to url: URL) throws {
+    let dir = url.deletingLastPathComponent()
+    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)")
+    do {
+        try data.write(to: tmp)
+        // rename(2) replaces the destination atomically.
+        guard rename(tmp.path, url.path) == 0 else {
+            throw SafetensorsError.io(file: url.path, message: "cannot rename into place: \(String(cString: strerror(errno)))")
+        }
+    } catch let error as SafetensorsError {
+        try? FileManager.default.removeItem(at: tmp)
+        throw error
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        throw SafetensorsError.io(file: url.path, message: "cannot write: \(error.localizedDescription)")
+    }
+}
