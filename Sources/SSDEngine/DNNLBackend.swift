@@ -58,8 +58,8 @@ public final class DNNLBackend: Backend {
     }
 }
 
-/// One convolution shape: forward, backward-data and backward-weights primitives, each with
-/// the layouts oneDNN chose, and the reorders between those and NCHW/OIHW.
+/// One convolution shape: the forward primitive with the layouts oneDNN chose and the
+/// reorders between those and NCHW/OIHW; the backward primitives follow at the first backward.
 final class DNNLConvolution: ConvolutionKernel {
     let shape: ConvolutionShape
     let implementation: String
@@ -68,14 +68,12 @@ final class DNNLConvolution: ConvolutionKernel {
     private let fwdSrc, fwdWeights, fwdDst: DNNLStaging
     private let fwdBias: DNNLMemory
 
-    private let bwdData: DNNLPrimitive
-    private let bdDiffDst, bdWeights, bdDiffSrc: DNNLStaging
-
-    private let bwdWeights: DNNLPrimitive
-    private let bwSrc, bwDiffDst, bwDiffWeights: DNNLStaging
-    private let bwDiffBias: DNNLMemory
-    private let weightScratch: Tensor  // (Cout, Cin, kh, kw): this call's weight gradient
-    private let biasScratch: Tensor    // (Cout)
+    /// Backward primitives and buffers, built at the first backward call so that inference
+    /// never pays for them.
+    private var backward: DNNLConvolutionBackward?
+    private let strides, dilates, padL, padR: [dnnl_dim_t]
+    private let algorithmKind: dnnl_alg_kind_t
+    private let biasScratch: Tensor  // (Cout): zero bias for forward calls without one
 
     init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws {
         try shape.validate()
@@ -120,6 +118,71 @@ final class DNNLConvolution: ConvolutionKernel {
         fwdDst = try DNNLStaging(user: userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true)
         fwdBias = try DNNLMemory(biasDesc, own: false)
 
+        self.strides = strides
+        self.dilates = dilates
+        self.padL = padL
+        self.padR = padR
+        algorithmKind = chosen
+        biasScratch = Tensor(shape: [s.outChannels])
+    }
+
+    private func backwardParts() throws -> DNNLConvolutionBackward {
+        if let b = backward { return b }
+        let b = try DNNLConvolutionBackward(shape, algorithm: algorithmKind, forward: fwd, strides: strides,
+                                            dilates: dilates, padL: padL, padR: padR)
+        backward = b
+        return b
+    }
+
+    func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                 output: UnsafeMutablePointer<Float>) throws {
+        try fwdSrc.load(input)
+        try fwdWeights.load(weight)
+        if let bias {
+            try fwdBias.bind(bias)
+        } else {
+            biasScratch.zero()
+            try fwdBias.bind(biasScratch.data)
+        }
+        try fwdDst.bindOutput(output)
+        try fwd.execute([(DNNL_ARG_SRC, fwdSrc.internalMemory), (DNNL_ARG_WEIGHTS, fwdWeights.internalMemory),
+                         (DNNL_ARG_BIAS, fwdBias), (DNNL_ARG_DST, fwdDst.internalMemory)])
+        try fwdDst.store()
+    }
+
+    func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                      inputGrad: UnsafeMutablePointer<Float>) throws {
+        try backwardParts().data(outputGrad: outputGrad, weight: weight, inputGrad: inputGrad)
+    }
+
+    func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
+                         weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
+        try backwardParts().weights(input: input, outputGrad: outputGrad, weightGrad: weightGrad, biasGrad: biasGrad)
+    }
+}
+
+/// The backward-data and backward-weights primitives of one convolution, each with its own
+/// layouts (created with `format_tag_any` and the forward as the hint).
+final class DNNLConvolutionBackward {
+    let shape: ConvolutionShape
+    private let bwdData: DNNLPrimitive
+    private let bdDiffDst, bdWeights, bdDiffSrc: DNNLStaging
+    private let bwdWeights: DNNLPrimitive
+    private let bwSrc, bwDiffDst, bwDiffWeights: DNNLStaging
+    private let bwDiffBias: DNNLMemory
+    private let weightScratch: Tensor  // (Cout, Cin, kh, kw): this call's weight gradient
+    private let biasScratch: Tensor    // (Cout)
+
+    init(_ s: ConvolutionShape, algorithm chosen: dnnl_alg_kind_t, forward fwd: DNNLPrimitive, strides: [dnnl_dim_t],
+         dilates: [dnnl_dim_t], padL: [dnnl_dim_t], padR: [dnnl_dim_t]) throws {
+        shape = s
+        let userSrc = try memoryDesc(s.inputShape, dnnl_nchw)
+        let userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
+        let userDst = try memoryDesc(s.outputShape, dnnl_nchw)
+        var biasDesc = try memoryDesc([s.outChannels], dnnl_x)
+        var anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
+        var anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
+        var anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
         // Backward data: its own layouts, with the forward as the hint.
         var bdDesc = dnnl_convolution_desc_t()
         try dnnlCheck(dnnl_dilated_convolution_backward_data_desc_init(&bdDesc, chosen, &anySrc, &anyWeights, &anyDst,
@@ -150,24 +213,7 @@ final class DNNLConvolution: ConvolutionKernel {
         biasScratch = Tensor(shape: [s.outChannels])
     }
 
-    func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                 output: UnsafeMutablePointer<Float>) throws {
-        try fwdSrc.load(input)
-        try fwdWeights.load(weight)
-        if let bias {
-            try fwdBias.bind(bias)
-        } else {
-            biasScratch.zero()
-            try fwdBias.bind(biasScratch.data)
-        }
-        try fwdDst.bindOutput(output)
-        try fwd.execute([(DNNL_ARG_SRC, fwdSrc.internalMemory), (DNNL_ARG_WEIGHTS, fwdWeights.internalMemory),
-                         (DNNL_ARG_BIAS, fwdBias), (DNNL_ARG_DST, fwdDst.internalMemory)])
-        try fwdDst.store()
-    }
-
-    func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                      inputGrad: UnsafeMutablePointer<Float>) throws {
+    func data(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>, inputGrad: UnsafeMutablePointer<Float>) throws {
         try bdDiffDst.load(outputGrad)
         try bdWeights.load(weight)
         try bdDiffSrc.bindOutput(inputGrad)
@@ -176,8 +222,8 @@ final class DNNLConvolution: ConvolutionKernel {
         try bdDiffSrc.store()
     }
 
-    func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
-                         weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
+    func weights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
+                 weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
         try bwSrc.load(input)
         try bwDiffDst.load(outputGrad)
         try bwDiffWeights.bindOutput(weightScratch.data)

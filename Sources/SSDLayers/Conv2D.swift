@@ -67,7 +67,6 @@ public final class Conv2D {
         let k = try backend.convolution(g, algorithm: algorithm)
         kernel = k
         if output.shape != g.outputShape { output = Tensor(shape: g.outputShape) }
-        if inputGrad.shape != g.inputShape { inputGrad = Tensor(shape: g.inputShape) }
         return k
     }
 
@@ -88,6 +87,7 @@ public final class Conv2D {
         try k.backwardWeights(input: x.data, outputGrad: outputGrad.data, weightGrad: weight.grad.data,
                               biasGrad: bias.grad.data)
         guard computeInputGrad else { return nil }
+        if inputGrad.shape != x.shape { inputGrad = Tensor(shape: x.shape) }  // first backward of this shape
         try k.backwardData(outputGrad: outputGrad.data, weight: weight.value.data, inputGrad: inputGrad.data)
         return inputGrad
     }
@@ -141,7 +141,6 @@ public final class MaxPool2D {
         let k = try backend.maxPooling(g)
         kernel = k
         if output.shape != g.outputShape { output = Tensor(shape: g.outputShape) }
-        if inputGrad.shape != g.inputShape { inputGrad = Tensor(shape: g.inputShape) }
         return k
     }
 
@@ -158,6 +157,7 @@ public final class MaxPool2D {
     public func backward(outputGrad: Tensor) throws -> Tensor {
         guard let k = kernel else { throw EngineError.invalidArgument("max pooling backward before forward") }
         try outputGrad.requireShape(k.shape.outputShape, "max pooling output gradient")
+        if inputGrad.shape != k.shape.inputShape { inputGrad = Tensor(shape: k.shape.inputShape) }
         try k.backward(outputGrad: outputGrad.data, inputGrad: inputGrad.data)
         return inputGrad
     }

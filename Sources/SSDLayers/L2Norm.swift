@@ -28,14 +28,16 @@ public final class L2Norm {
 
     public var parameters: [Parameter] { [scale] }
 
-    private func plan(_ shape: [Int]) throws {
+    private func plan(_ shape: [Int], backward: Bool) throws {
         guard shape.count == 4, shape[1] == channels else {
             throw EngineError.shapeMismatch(what: "L2Norm input", expected: [shape.first ?? 0, channels, -1, -1], got: shape)
         }
         if output.shape != shape {
             output = Tensor(shape: shape)
-            inputGrad = Tensor(shape: shape)
             norms = Tensor(shape: [shape[0], shape[2], shape[3]])
+        }
+        if backward && inputGrad.shape != shape {
+            inputGrad = Tensor(shape: shape)
             let tiles = shape[0] * ((shape[2] * shape[3] + Self.tile - 1) / Self.tile)
             scalePartials = Tensor(shape: [tiles, channels])
             dots = Tensor(shape: [tiles, Self.tile])
@@ -57,7 +59,7 @@ public final class L2Norm {
     /// y = x / ‖x‖ · s. Returns the layer's `output` buffer.
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
-        try plan(x.shape)
+        try plan(x.shape, backward: false)
         let c = channels, plane = x.dim(2) * x.dim(3)
         let xp = x.data, yp = output.data, np = norms.data, sp = scale.value.data
         forEachTile(x.shape) { n, pixels, _ in
@@ -82,7 +84,10 @@ public final class L2Norm {
     /// dx_c = s_c·dy_c/‖x‖ − x_c·(Σ_k s_k·dy_k·x_k)/‖x‖³,  ds_c = Σ dy_c·x_c/‖x‖.
     @discardableResult
     public func backward(input x: Tensor, outputGrad: Tensor) throws -> Tensor {
-        try plan(x.shape)
+        guard x.shape.count == 4, norms.shape == [x.dim(0), x.dim(2), x.dim(3)] else {
+            throw EngineError.invalidArgument("L2Norm backward needs a forward of the same input first")
+        }
+        try plan(x.shape, backward: true)
         try outputGrad.requireShape(x.shape, "L2Norm output gradient")
         let c = channels, plane = x.dim(2) * x.dim(3)
         let xp = x.data, gp = outputGrad.data, dxp = inputGrad.data, np = norms.data, sp = scale.value.data

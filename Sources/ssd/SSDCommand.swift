@@ -2,5 +2,8 @@ import ArgumentParser
 
 @main
 struct SSDCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ssd", abstract: "SSD300 object detection")
+    static let configuration = CommandConfiguration(
+        commandName: "ssd",
+        abstract: "SSD300 object detection: train, evaluate and detect, numerically faithful to the reference PyTorch tutorial.",
+        subcommands: [Bench.self, Info.self])
 }

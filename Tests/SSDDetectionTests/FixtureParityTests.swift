@@ -186,3 +186,25 @@ final class FixtureParityTests: XCTestCase {
         }
     }
 }
+
+extension FixtureParityTests {
+    /// A saved model has exactly the reference state_dict's keys and shapes (those of the
+    /// fixture weights, written by PyTorch), so `load_state_dict(load_file(...))` accepts it.
+    func testSavedWeightsHaveTheReferenceStateDictKeys() throws {
+        let c = try loadCase()
+        let model = try makeModel(c)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssd-save-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("model.safetensors")
+        try model.save(to: url)
+        let saved = try SafetensorsFile(url: url)
+        XCTAssertEqual(saved.names, c.weights.names)
+        for name in saved.names {
+            XCTAssertEqual(saved.entries[name]?.shape, c.weights.entries[name]?.shape, name)
+            XCTAssertEqual(saved.entries[name]?.dtype, "F32")
+        }
+        XCTAssertEqual(saved.metadata["n_classes"], "21")
+        XCTAssertEqual(try saved.tensor("base.conv5_2.weight").array, try c.weights.tensor("base.conv5_2.weight").array)
+    }
+}

@@ -1,0 +1,32 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+SWIFT ?= swift
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build test demo bench clean
+
+# Debian packages the build links against (oneDNN, libjpeg-turbo, libpng); installed only if missing.
+deps:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(APT_PACKAGES)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+# Release mode: the parity tests run whole SSD300 forward/backward passes.
+test: deps
+	$(SWIFT) build -c release --build-tests
+	$(SWIFT) test -c release --skip-build
+
+demo: build
+	.build/release/ssd info
+	.build/release/ssd bench --workload inference --repeats 2
+
+bench: build
+	.build/release/ssd bench
+
+clean:
+	rm -rf .build

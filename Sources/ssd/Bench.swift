@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import SSDDetection
+import SSDEngine
+import SSDLayers
+
+/// Times SSD300 inference and training steps on random data.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time SSD300 (21 classes) inference and training steps on this machine.",
+        discussion: """
+            Runs on random images and random ground truth; weights are the default initialisation. \
+            Peak memory is the whole process's, so run one workload per process to read it for that workload.
+            """)
+
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case inference, train, all }
+
+    @OptionGroup var engine: EngineOptions
+
+    @Option(help: "What to time: inference, train, or all.")
+    var workload: Workload = .all
+
+    @Option(help: "Batch sizes for inference.")
+    var inferenceBatches: [Int] = [1, 8]
+
+    @Option(help: "Batch size of a training step.")
+    var trainBatch: Int = 8
+
+    @Option(help: "Timed repetitions per workload (after one warm-up).")
+    var repeats: Int = 3
+
+    @Option(help: "Write the figures as JSON to this file.")
+    var json: String?
+
+    func validate() throws {
+        if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
+        if trainBatch < 1 || inferenceBatches.contains(where: { $0 < 1 }) { throw ValidationError("batch sizes must be at least 1") }
+    }
+
+    func run() throws {
+        engine.apply()
+        var results: [String: Double] = [:]
+        let model = SSD300(classCount: 21, algorithm: engine.algorithm)
+        if workload != .train {
+            for batch in inferenceBatches {
+                let images = Tensor(shape: [batch, 3, 300, 300])
+                var rng = SeededRandom(seed: 1)
+                rng.fillNormal(images)
+                try model.forward(images)  // warm-up: plans buffers and primitives
+                let seconds = try timed { for _ in 0..<repeats { try model.forward(images) } } / Double(repeats)
+                results["inference_bs\(batch)_img_per_s"] = Double(batch) / seconds
+                print(String(format: "inference  batch %2d: %7.1f ms/batch  %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
+            }
+        }
+        if workload != .inference {
+            let batch = trainBatch
+            let images = Tensor(shape: [batch, 3, 300, 300])
+            var rng = SeededRandom(seed: 2)
+            rng.fillNormal(images)
+            let truths = (0..<batch).map { _ -> GroundTruth in
+                let x = rng.uniform(0, 0.5), y = rng.uniform(0, 0.5)
+                return GroundTruth(boxes: [x, y, x + rng.uniform(0.1, 0.5), y + rng.uniform(0.1, 0.5)], labels: [1 + Int(rng.next() % 20)])
+            }
+            let loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
+            let sgd = SGD(parameters: model.parameters)
+            let gl = Tensor(shape: [batch, 8732, 4]), gs = Tensor(shape: [batch, 8732, 21])
+            func step() throws {
+                sgd.zeroGrad()
+                let (l, s) = try model.forward(images)
+                _ = try loss.compute(locs: l, scores: s, truths: truths, gradLocs: gl, gradScores: gs)
+                try model.backward(gradLocs: gl, gradScores: gs)
+                sgd.step()
+            }
+            try step()
+            let seconds = try timed { for _ in 0..<repeats { try step() } } / Double(repeats)
+            results["train_bs\(batch)_img_per_s"] = Double(batch) / seconds
+            print(String(format: "train step batch %2d: %7.1f ms/step   %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
+        }
+        if let peak = peakResidentMiB() {
+            results[workload == .inference ? "peak_rss_inference_mb" : "peak_rss_mb"] = peak
+            if workload == .train { results["peak_rss_train_bs\(trainBatch)_mb"] = peak }
+            print(String(format: "peak resident memory: %.0f MiB", peak))
+        }
+        if let json {
+            let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
+            try writeAtomically(data, to: URL(fileURLWithPath: json))
+        }
+    }
+}
+
+/// Prints what this build and machine will use.
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the engine's configuration and the SSD300's layout.")
+
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        engine.apply()
+        let model = SSD300(classCount: 21, algorithm: engine.algorithm)
+        let count = model.parameters.reduce(0) { $0 + $1.value.count }
+        print("backend: \(model.backend.name), threads: \(Threads.count), algorithm: \(engine.algorithm.rawValue)")
+        print("SSD300 (21 classes): \(model.parameters.count) parameter tensors, \(count) values, \(model.priorsCxcy.count / 4) priors")
+    }
+}

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import SSDEngine
+
+/// Options every compute command shares.
+struct EngineOptions: ParsableArguments {
+    @Option(help: "Convolution algorithm: direct (closest to PyTorch), winograd (faster, ~1e-6 relative difference on outputs), or auto.")
+    var algorithm: ConvolutionAlgorithm = .winograd
+
+    @Option(help: "Threads for our own loops (oneDNN follows OMP_NUM_THREADS). Default: all cores.")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func apply() {
+        if let threads { Threads.count = threads }
+    }
+}
+
+extension ConvolutionAlgorithm: ExpressibleByArgument {}
+
+/// Writes a line to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// The process's peak resident set size in MiB (VmHWM), or nil where /proc is absent.
+func peakResidentMiB() -> Double? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Double($0) }.first
+        return kb.map { $0 / 1024 }
+    }
+    return nil
+}
+
+/// Seconds of wall-clock time taken by `body`.
+func timed(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
