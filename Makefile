@@ -19,7 +19,7 @@ build: deps
 # Release mode: the parity tests run whole SSD300 forward/backward passes.
 test: deps
 	$(SWIFT) build -c release --build-tests
-	$(SWIFT) test -c release --skip-build
+	$(SWIFT) test -c release --skip-build --disable-swift-testing
 
 demo: build
 	.build/release/ssd info
