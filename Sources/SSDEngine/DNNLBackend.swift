@@ -58,6 +58,32 @@ public final class DNNLBackend: Backend {
     }
 }
 
+/// The memory descriptors and geometry arrays of one convolution shape, shared by its forward
+/// and backward primitives: plain (NCHW/OIHW) user layouts and `format_tag_any` ones.
+struct DNNLConvolutionDescs {
+    let userSrc, userWeights, userDst: dnnl_memory_desc_t
+    var bias, anySrc, anyWeights, anyDst: dnnl_memory_desc_t
+    let strides, dilates, padL, padR: [dnnl_dim_t]
+
+    init(_ s: ConvolutionShape) throws {
+        strides = [s.strideHeight, s.strideWidth].map { dnnl_dim_t($0) }
+        dilates = [s.dilationHeight - 1, s.dilationWidth - 1].map { dnnl_dim_t($0) }  // oneDNN: 0 = dense
+        padL = [s.paddingHeight, s.paddingWidth].map { dnnl_dim_t($0) }
+        // Right padding chosen so oneDNN's output extent equals PyTorch's floor formula.
+        padR = [
+            (s.outHeight - 1) * s.strideHeight + s.dilationHeight * (s.kernelHeight - 1) + 1 - s.inHeight - s.paddingHeight,
+            (s.outWidth - 1) * s.strideWidth + s.dilationWidth * (s.kernelWidth - 1) + 1 - s.inWidth - s.paddingWidth,
+        ].map { dnnl_dim_t($0) }
+        userSrc = try memoryDesc(s.inputShape, dnnl_nchw)
+        userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
+        userDst = try memoryDesc(s.outputShape, dnnl_nchw)
+        bias = try memoryDesc([s.outChannels], dnnl_x)
+        anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
+        anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
+        anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
+    }
+}
+
 /// One convolution shape: the forward primitive with the layouts oneDNN chose and the
 /// reorders between those and NCHW/OIHW; the backward primitives follow at the first backward.
 final class DNNLConvolution: ConvolutionKernel {
@@ -71,7 +97,7 @@ final class DNNLConvolution: ConvolutionKernel {
     /// Backward primitives and buffers, built at the first backward call so that inference
     /// never pays for them.
     private var backward: DNNLConvolutionBackward?
-    private let strides, dilates, padL, padR: [dnnl_dim_t]
+    private let descs: DNNLConvolutionDescs
     private let algorithmKind: dnnl_alg_kind_t
     private let biasScratch: Tensor  // (Cout): zero bias for forward calls without one
 
@@ -79,29 +105,14 @@ final class DNNLConvolution: ConvolutionKernel {
         try shape.validate()
         self.shape = shape
         let s = shape
-        let strides = [s.strideHeight, s.strideWidth].map { dnnl_dim_t($0) }
-        let dilates = [s.dilationHeight - 1, s.dilationWidth - 1].map { dnnl_dim_t($0) }
-        let padL = [s.paddingHeight, s.paddingWidth].map { dnnl_dim_t($0) }
-        // Right padding chosen so oneDNN's output extent equals PyTorch's floor formula.
-        let padR = [
-            (s.outHeight - 1) * s.strideHeight + s.dilationHeight * (s.kernelHeight - 1) + 1 - s.inHeight - s.paddingHeight,
-            (s.outWidth - 1) * s.strideWidth + s.dilationWidth * (s.kernelWidth - 1) + 1 - s.inWidth - s.paddingWidth,
-        ].map { dnnl_dim_t($0) }
-
-        let userSrc = try memoryDesc(s.inputShape, dnnl_nchw)
-        let userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
-        let userDst = try memoryDesc(s.outputShape, dnnl_nchw)
-        var biasDesc = try memoryDesc([s.outChannels], dnnl_x)
-        var anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
-        var anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
-        var anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
+        var d = try DNNLConvolutionDescs(s)
 
         func makeForward(_ alg: dnnl_alg_kind_t) throws -> DNNLPrimitive {
-            var d = dnnl_convolution_desc_t()
-            try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&d, dnnl_forward_training, alg, &anySrc, &anyWeights,
-                                                                     &biasDesc, &anyDst, strides, dilates, padL, padR),
+            var op = dnnl_convolution_desc_t()
+            try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, alg, &d.anySrc, &d.anyWeights,
+                                                                     &d.bias, &d.anyDst, d.strides, d.dilates, d.padL, d.padR),
                           "convolution_forward_desc_init \(s)")
-            return try DNNLPrimitive(opDesc: &d, what: "convolution forward \(s)")
+            return try DNNLPrimitive(opDesc: &op, what: "convolution forward \(s)")
         }
         let wantWinograd = (algorithm == .winograd || algorithm == .auto) && s.winogradEligible
         var chosen = dnnl_convolution_direct
@@ -112,24 +123,19 @@ final class DNNLConvolution: ConvolutionKernel {
             fwd = try makeForward(dnnl_convolution_direct)
         }
         implementation = fwd.implementation
-        fwdSrc = try DNNLStaging(user: userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false)
-        fwdWeights = try DNNLStaging(user: userWeights, internal: fwd.queryDesc(dnnl_query_weights_md),
+        fwdSrc = try DNNLStaging(user: d.userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false)
+        fwdWeights = try DNNLStaging(user: d.userWeights, internal: fwd.queryDesc(dnnl_query_weights_md),
                                      needsIn: true, needsOut: false)
-        fwdDst = try DNNLStaging(user: userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true)
-        fwdBias = try DNNLMemory(biasDesc, own: false)
-
-        self.strides = strides
-        self.dilates = dilates
-        self.padL = padL
-        self.padR = padR
+        fwdDst = try DNNLStaging(user: d.userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true)
+        fwdBias = try DNNLMemory(d.bias, own: false)
+        descs = d
         algorithmKind = chosen
         biasScratch = Tensor(shape: [s.outChannels])
     }
 
     private func backwardParts() throws -> DNNLConvolutionBackward {
         if let b = backward { return b }
-        let b = try DNNLConvolutionBackward(shape, algorithm: algorithmKind, forward: fwd, strides: strides,
-                                            dilates: dilates, padL: padL, padR: padR)
+        let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd)
         backward = b
         return b
     }
@@ -173,42 +179,35 @@ final class DNNLConvolutionBackward {
     private let weightScratch: Tensor  // (Cout, Cin, kh, kw): this call's weight gradient
     private let biasScratch: Tensor    // (Cout)
 
-    init(_ s: ConvolutionShape, algorithm chosen: dnnl_alg_kind_t, forward fwd: DNNLPrimitive, strides: [dnnl_dim_t],
-         dilates: [dnnl_dim_t], padL: [dnnl_dim_t], padR: [dnnl_dim_t]) throws {
+    init(_ s: ConvolutionShape, descs: DNNLConvolutionDescs, algorithm chosen: dnnl_alg_kind_t, forward fwd: DNNLPrimitive) throws {
         shape = s
-        let userSrc = try memoryDesc(s.inputShape, dnnl_nchw)
-        let userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
-        let userDst = try memoryDesc(s.outputShape, dnnl_nchw)
-        var biasDesc = try memoryDesc([s.outChannels], dnnl_x)
-        var anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
-        var anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
-        var anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
+        var d = descs
         // Backward data: its own layouts, with the forward as the hint.
         var bdDesc = dnnl_convolution_desc_t()
-        try dnnlCheck(dnnl_dilated_convolution_backward_data_desc_init(&bdDesc, chosen, &anySrc, &anyWeights, &anyDst,
-                                                                       strides, dilates, padL, padR),
+        try dnnlCheck(dnnl_dilated_convolution_backward_data_desc_init(&bdDesc, chosen, &d.anySrc, &d.anyWeights, &d.anyDst,
+                                                                       d.strides, d.dilates, d.padL, d.padR),
                       "convolution_backward_data_desc_init \(s)")
         bwdData = try DNNLPrimitive(opDesc: &bdDesc, hint: fwd.pd, what: "convolution backward data \(s)")
-        bdDiffDst = try DNNLStaging(user: userDst, internal: bwdData.queryDesc(dnnl_query_diff_dst_md),
+        bdDiffDst = try DNNLStaging(user: d.userDst, internal: bwdData.queryDesc(dnnl_query_diff_dst_md),
                                     needsIn: true, needsOut: false)
-        bdWeights = try DNNLStaging(user: userWeights, internal: bwdData.queryDesc(dnnl_query_weights_md),
+        bdWeights = try DNNLStaging(user: d.userWeights, internal: bwdData.queryDesc(dnnl_query_weights_md),
                                     needsIn: true, needsOut: false)
-        bdDiffSrc = try DNNLStaging(user: userSrc, internal: bwdData.queryDesc(dnnl_query_diff_src_md),
+        bdDiffSrc = try DNNLStaging(user: d.userSrc, internal: bwdData.queryDesc(dnnl_query_diff_src_md),
                                     needsIn: false, needsOut: true)
 
         // Backward weights.
         var bwDesc = dnnl_convolution_desc_t()
-        try dnnlCheck(dnnl_dilated_convolution_backward_weights_desc_init(&bwDesc, chosen, &anySrc, &anyWeights, &biasDesc,
-                                                                          &anyDst, strides, dilates, padL, padR),
+        try dnnlCheck(dnnl_dilated_convolution_backward_weights_desc_init(&bwDesc, chosen, &d.anySrc, &d.anyWeights, &d.bias,
+                                                                          &d.anyDst, d.strides, d.dilates, d.padL, d.padR),
                       "convolution_backward_weights_desc_init \(s)")
         bwdWeights = try DNNLPrimitive(opDesc: &bwDesc, hint: fwd.pd, what: "convolution backward weights \(s)")
-        bwSrc = try DNNLStaging(user: userSrc, internal: bwdWeights.queryDesc(dnnl_query_src_md),
+        bwSrc = try DNNLStaging(user: d.userSrc, internal: bwdWeights.queryDesc(dnnl_query_src_md),
                                 needsIn: true, needsOut: false)
-        bwDiffDst = try DNNLStaging(user: userDst, internal: bwdWeights.queryDesc(dnnl_query_diff_dst_md),
+        bwDiffDst = try DNNLStaging(user: d.userDst, internal: bwdWeights.queryDesc(dnnl_query_diff_dst_md),
                                     needsIn: true, needsOut: false)
-        bwDiffWeights = try DNNLStaging(user: userWeights, internal: bwdWeights.queryDesc(dnnl_query_diff_weights_md),
+        bwDiffWeights = try DNNLStaging(user: d.userWeights, internal: bwdWeights.queryDesc(dnnl_query_diff_weights_md),
                                         needsIn: false, needsOut: true)
-        bwDiffBias = try DNNLMemory(biasDesc, own: false)
+        bwDiffBias = try DNNLMemory(d.bias, own: false)
         weightScratch = Tensor(shape: s.weightShape)
         biasScratch = Tensor(shape: [s.outChannels])
     }
