@@ -17,20 +17,28 @@ let package = Package(
     targets: [
         // C shim: oneDNN (Debian's libdnnl-dev), nothing else in it.
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL"], swiftSettings: fast),
         // Layers with forward/backward, parameters, SGD, safetensors.
         .target(name: "SSDLayers", dependencies: ["SSDEngine"], swiftSettings: fast),
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
         .target(name: "SSDDetection", dependencies: ["SSDEngine", "SSDLayers"], swiftSettings: fast),
+        // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
+        .target(name: "SSDData", dependencies: ["SSDEngine", "CTurboJPEG", "CPNG"], swiftSettings: fast),
+        // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
+        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers"], swiftSettings: fast),
         .executableTarget(
             name: "ssd",
-            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine",
+            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
