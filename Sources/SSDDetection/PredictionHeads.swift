@@ -19,6 +19,7 @@ final class PredictionHead {
 
     init(featureName: String, inputChannels: Int, boxes: Int, classes: Int, priorOffset: Int,
          algorithm: ConvolutionAlgorithm, backend: Backend) {
+        // Outputs stay NCHW: the scatter into the stacked predictions reads them plane by plane.
         self.featureName = featureName
         self.boxes = boxes
         self.classes = classes
@@ -39,16 +40,16 @@ final class PredictionHead {
     }
 
     /// From the stacked gradients, accumulates both convolutions' parameter gradients and
-    /// returns d loss / d feature (the loc conv's input-gradient buffer, holding the sum).
-    func backward(_ feature: Tensor, gradLocs: Tensor, gradScores: Tensor) throws -> Tensor {
+    /// writes d loss / d feature into `featureGrad`; `scratch` (the feature's shape and layout)
+    /// is overwritten.
+    func backward(_ feature: Tensor, gradLocs: Tensor, gradScores: Tensor, featureGrad: Tensor, scratch: Tensor) throws {
         if locGrad.shape != loc.output.shape { locGrad = Tensor(shape: loc.output.shape) }
         if clsGrad.shape != cls.output.shape { clsGrad = Tensor(shape: cls.output.shape) }
         Self.gather(gradLocs, k: 4, boxes: boxes, offset: priorOffset, into: locGrad)
         Self.gather(gradScores, k: classes, boxes: boxes, offset: priorOffset, into: clsGrad)
-        let dl = try loc.backward(input: feature, outputGrad: locGrad)!
-        let dc = try cls.backward(input: feature, outputGrad: clsGrad)!
-        add(dc, into: dl)
-        return dl
+        try loc.backward(input: feature, outputGrad: locGrad, inputGrad: featureGrad)
+        try cls.backward(input: feature, outputGrad: clsGrad, inputGrad: scratch)
+        add(scratch, into: featureGrad)
     }
 
     /// map (N, boxes·k, H, W) → stacked[n, offset + (y·W + x)·boxes + b, j] = map[n, b·k + j, y, x]
@@ -84,9 +85,9 @@ final class PredictionHead {
     }
 }
 
-/// into += x, element-wise (same element count).
+/// into += x, element-wise (same shape and layout).
 func add(_ x: Tensor, into y: Tensor) {
-    precondition(x.count == y.count, "adding tensors of \(x.count) and \(y.count) elements")
+    precondition(x.shape == y.shape && x.layout == y.layout, "adding \(x.shape) \(x.layout) to \(y.shape) \(y.layout)")
     let a = x.data, b = y.data
     parallelFor(x.count, minimumPerThread: 1 << 16) { range in
         for i in range { b[i] += a[i] }

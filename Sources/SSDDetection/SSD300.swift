@@ -23,7 +23,7 @@ public final class SSD300 {
     /// (8732, 4) centre-size priors, in prediction order.
     public let priorsCxcy: [Float]
 
-    /// The base: (layer, takes ReLU after it) in order; pools have no ReLU.
+    /// The base in order: convolutions (each followed by a ReLU) and pools.
     private enum Step { case conv(Conv2D), pool(MaxPool2D) }
     private let baseSteps: [Step]
     private let conv4_3: Conv2D
@@ -38,6 +38,17 @@ public final class SSD300 {
     public private(set) var scores = Tensor(shape: [0])
     private var input: Tensor?
 
+    /// Backward buffers, planned once per batch size. The chain of activation gradients
+    /// through the base and auxiliary layers needs only two live buffers at a time, so two
+    /// slots sized for the largest activation serve every layer through views; a third slot,
+    /// sized for the largest prediction source, is scratch for the heads and the L2 norm.
+    private var gradientSlots: [Tensor] = []
+    private var gradientViews: [ViewKey: Tensor] = [:]
+    private struct ViewKey: Hashable { let slot: Int; let shape: [Int]; let layout: ActivationLayout }
+    private static let scratchSlot = 2
+    /// d loss / d feature per prediction source.
+    private var featureGrads: [Tensor] = []
+
     /// Builds the network with the reference's initialisation of new layers (Xavier-uniform
     /// weights and zero biases for auxiliary and prediction convolutions, scales 20) and
     /// PyTorch's default initialisation for the base (replace it with VGG16 weights to train
@@ -48,10 +59,13 @@ public final class SSD300 {
         self.classCount = classCount
         self.backend = backend
         self.priorsCxcy = Priors.centreSize()
+        // Inside the network activations stay in the backend's preferred layout (nChw16c for
+        // oneDNN), with bias and ReLU fused into each convolution where the backend can.
         func conv(_ name: String, _ i: Int, _ o: Int, _ k: Int, stride: Int = 1, padding: Int = 0,
                   dilation: Int = 1) -> Conv2D {
             Conv2D(name: name, inputChannels: i, outputChannels: o, kernelSize: k, stride: stride, padding: padding,
-                   dilation: dilation, algorithm: algorithm, backend: backend)
+                   dilation: dilation, activation: .relu, outputLayout: backend.preferredLayout(channels: o),
+                   algorithm: algorithm, backend: backend)
         }
         func pool(_ k: Int = 2, _ s: Int = 2, padding: Int = 0, ceil: Bool = false) -> Step {
             .pool(MaxPool2D(kernelSize: k, stride: s, padding: padding, ceilMode: ceil, backend: backend))
@@ -128,25 +142,47 @@ public final class SSD300 {
             scores = Tensor(shape: [n, priorsCxcy.count / 4, classCount])
         }
         input = images
-        let relu = ReLU(backend: backend)
         var x = images
         for step in baseSteps {
             switch step {
-            case let .conv(c):
-                x = try c.forward(x)
-                try relu.forward(x)
-            case let .pool(p):
-                x = try p.forward(x)
+            case let .conv(c): x = try c.forward(x)
+            case let .pool(p): x = try p.forward(x)
             }
         }
         var features = [try l2norm.forward(conv4_3.output), conv7.output]
         for c in auxConvs {
             x = try c.forward(x)
-            try relu.forward(x)
             if c.weight.name.hasSuffix("_2.weight") { features.append(x) }
         }
         for (head, feature) in zip(heads, features) { try head.forward(feature, locs: locs, scores: scores) }
         return (locs, scores)
+    }
+
+    /// A gradient buffer shaped like `t`, viewing slot 0, 1 or `scratchSlot`.
+    private func gradient(_ slot: Int, like t: Tensor) -> Tensor {
+        let key = ViewKey(slot: slot, shape: t.shape, layout: t.layout)
+        if let v = gradientViews[key] { return v }
+        let v = Tensor(viewing: gradientSlots[slot], shape: t.shape, layout: t.layout)
+        gradientViews[key] = v
+        return v
+    }
+
+    /// Sizes the backward buffers for the last forward's batch (once per batch size).
+    private func planBackward(_ sources: [Tensor]) {
+        let activations = baseSteps.map { step -> Int in
+            switch step {
+            case let .conv(c): return c.output.count
+            case let .pool(p): return p.output.count
+            }
+        } + auxConvs.map(\.output.count)
+        let largest = activations.max() ?? 0, largestSource = sources.map(\.count).max() ?? 0
+        if gradientSlots.map(\.count) != [largest, largest, largestSource] {
+            gradientSlots = [Tensor(shape: [largest]), Tensor(shape: [largest]), Tensor(shape: [largestSource])]
+            gradientViews = [:]
+        }
+        if featureGrads.map(\.shape) != sources.map(\.shape) || featureGrads.map(\.layout) != sources.map(\.layout) {
+            featureGrads = sources.map { Tensor(shape: $0.shape, layout: $0.layout) }
+        }
     }
 
     /// Backward pass from d loss / d locs and d loss / d scores of the last forward:
@@ -155,20 +191,23 @@ public final class SSD300 {
         guard let images = input else { throw EngineError.invalidArgument("SSD300 backward before forward") }
         try gradLocs.requireShape(locs.shape, "gradient of locs")
         try gradScores.requireShape(scores.shape, "gradient of scores")
-        let relu = ReLU(backend: backend)
-        let sources = [l2norm.output, conv7.output] + auxConvs.enumerated().compactMap { $0.offset % 2 == 1 ? $0.element.output : nil }
-        var featureGrads: [Tensor] = []
-        for (head, feature) in zip(heads, sources) {
-            featureGrads.append(try head.backward(feature, gradLocs: gradLocs, gradScores: gradScores))
+        let sources = [l2norm.output, conv7.output] + stride(from: 1, to: auxConvs.count, by: 2).map { auxConvs[$0].output }
+        planBackward(sources)
+        for (i, (head, feature)) in zip(heads, sources).enumerated() {
+            try head.backward(feature, gradLocs: gradLocs, gradScores: gradScores, featureGrad: featureGrads[i],
+                              scratch: gradient(Self.scratchSlot, like: feature))
         }
         // Auxiliary convolutions, last to first; each *_2 output also receives its head's gradient.
         var grad = featureGrads[5]
+        var slot = 0
         for index in stride(from: auxConvs.count - 1, through: 0, by: -1) {
             let c = auxConvs[index]
             if index % 2 == 1 && index < auxConvs.count - 1 { add(featureGrads[index / 2 + 2], into: grad) }
-            try relu.backward(output: c.output, grad: grad)
             let input = index == 0 ? conv7.output : auxConvs[index - 1].output
-            grad = try c.backward(input: input, outputGrad: grad)!
+            let inputGrad = gradient(slot, like: input)
+            try c.backward(input: input, outputGrad: grad, inputGrad: inputGrad)
+            grad = inputGrad
+            slot = 1 - slot
         }
         add(featureGrads[1], into: grad)  // conv7's output feeds conv8_1 and its head
         // The base, last to first.
@@ -180,17 +219,21 @@ public final class SSD300 {
                 case let .pool(p): stepInput = p.output
                 }
             }
+            let inputGrad = index == 0 ? nil : gradient(slot, like: stepInput)
             switch baseSteps[index] {
             case let .conv(c):
                 if c === conv4_3 {
                     // conv4_3's output feeds pool4 and, through the L2 norm, its head.
-                    add(try l2norm.backward(input: conv4_3.output, outputGrad: featureGrads[0]), into: grad)
+                    let normGrad = gradient(Self.scratchSlot, like: conv4_3.output)
+                    try l2norm.backward(input: conv4_3.output, outputGrad: featureGrads[0], inputGrad: normGrad)
+                    add(normGrad, into: grad)
                 }
-                try relu.backward(output: c.output, grad: grad)
-                if let g = try c.backward(input: stepInput, outputGrad: grad, computeInputGrad: index > 0) { grad = g }
+                try c.backward(input: stepInput, outputGrad: grad, inputGrad: inputGrad)
             case let .pool(p):
-                grad = try p.backward(outputGrad: grad)
+                try p.backward(outputGrad: grad, inputGrad: inputGrad!)
             }
+            if let inputGrad { grad = inputGrad }
+            slot = 1 - slot
         }
     }
 

@@ -3,15 +3,23 @@
 /// oneDNN, `NaiveBackend` with plain loops (the reference twin every fast kernel is tested
 /// against). Another backend (cuDNN, Accelerate) would implement the same four entry points.
 ///
-/// Every tensor crossing this interface is f32 in PyTorch's layouts: activations NCHW,
-/// convolution weights OIHW. A backend may keep other layouts inside a kernel.
+/// Tensors crossing this interface are f32; weights are OIHW (PyTorch's layout); activations
+/// are NCHW or, where the backend prefers it (`preferredLayout`), blocked `nChw16c`, so that
+/// consecutive layers hand each other data without reordering. A backend may keep still other
+/// layouts inside a kernel.
 public protocol Backend: AnyObject {
     /// A short name for logs ("onednn", "naive").
     var name: String { get }
-    /// A convolution kernel planned for one shape; reuse it for every call of that shape.
-    func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws -> ConvolutionKernel
-    /// A max-pooling kernel planned for one shape.
-    func maxPooling(_ shape: PoolingShape) throws -> PoolingKernel
+    /// The layout this backend computes fastest on for activations with `channels` channels.
+    func preferredLayout(channels: Int) -> ActivationLayout
+    /// A convolution kernel planned for one shape and pair of activation layouts; reuse it for
+    /// every call of that shape. With `fusedReLU` the forward writes max(conv + bias, 0).
+    func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
+                     output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel
+    /// A max-pooling kernel planned for one shape; input and output share `layout`.
+    func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel
+    /// Copies `source` into `destination` (same shape), converting between their layouts.
+    func reorder(_ source: Tensor, into destination: Tensor) throws
     /// In place: `x = max(x, 0)` over `count` elements.
     func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) throws
     /// In place: `grad *= (output > 0)`, where `output` is the ReLU's output.
@@ -20,6 +28,16 @@ public protocol Backend: AnyObject {
     func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) throws
+}
+
+extension Backend {
+    /// A convolution on NCHW activations without fused activation.
+    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws -> ConvolutionKernel {
+        try convolution(shape, algorithm: algorithm, input: .nchw, output: .nchw, fusedReLU: false)
+    }
+
+    /// Max pooling on NCHW activations.
+    public func maxPooling(_ shape: PoolingShape) throws -> PoolingKernel { try maxPooling(shape, layout: .nchw) }
 }
 
 /// Which convolution algorithm a kernel should use.
@@ -105,9 +123,14 @@ public struct ConvolutionShape: Hashable, Sendable, CustomStringConvertible {
 ///
 /// Contract: `forward` overwrites `output`; `backwardData` overwrites `inputGrad`;
 /// `backwardWeights` *adds* into `weightGrad` and `biasGrad` (so gradients accumulate, as in
-/// llm.c and PyTorch).
+/// llm.c and PyTorch). Input and input gradient are in `inputLayout`, output and output
+/// gradient in `outputLayout`. A fused ReLU is not undone by the backward: mask the output
+/// gradient first.
 public protocol ConvolutionKernel: AnyObject {
     var shape: ConvolutionShape { get }
+    var inputLayout: ActivationLayout { get }
+    var outputLayout: ActivationLayout { get }
+    var fusedReLU: Bool { get }
     /// The implementation the backend chose, e.g. "jit:avx512_core" or "naive".
     var implementation: String { get }
     /// output (N, Cout, Ho, Wo) = input (N, Cin, H, W) ⋆ weight (Cout, Cin, kh, kw) + bias (Cout)
@@ -175,6 +198,7 @@ public struct PoolingShape: Hashable, Sendable, CustomStringConvertible {
 /// most recent `forward`, overwriting `inputGrad`.
 public protocol PoolingKernel: AnyObject {
     var shape: PoolingShape { get }
+    var layout: ActivationLayout { get }
     /// output (N, C, Ho, Wo) = max over each window of input (N, C, H, W)
     func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) throws
     /// inputGrad (N, C, H, W) from outputGrad (N, C, Ho, Wo), routed to each window's arg-max

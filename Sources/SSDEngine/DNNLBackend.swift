@@ -10,12 +10,37 @@ public final class DNNLBackend: Backend {
 
     public init() {}
 
-    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws -> ConvolutionKernel {
-        try DNNLConvolution(shape, algorithm: algorithm)
+    private var reorderCache: [ReorderKey: (DNNLPrimitive, DNNLMemory, DNNLMemory)] = [:]
+    private struct ReorderKey: Hashable { let shape: [Int]; let from: ActivationLayout; let to: ActivationLayout }
+
+    public func preferredLayout(channels: Int) -> ActivationLayout { channels % 16 == 0 ? .blocked16 : .nchw }
+
+    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
+                            output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
+        try checkLayout(input, channels: shape.inChannels)
+        try checkLayout(output, channels: shape.outChannels)
+        return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU)
     }
 
-    public func maxPooling(_ shape: PoolingShape) throws -> PoolingKernel {
-        try DNNLMaxPooling(shape)
+    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel {
+        try checkLayout(layout, channels: shape.channels)
+        return try DNNLMaxPooling(shape, layout: layout)
+    }
+
+    public func reorder(_ source: Tensor, into destination: Tensor) throws {
+        try destination.requireShape(source.shape, "reorder destination")
+        if source.layout == destination.layout { destination.copy(from: source); return }
+        let key = ReorderKey(shape: source.shape, from: source.layout, to: destination.layout)
+        let entry: (DNNLPrimitive, DNNLMemory, DNNLMemory)
+        if let cached = reorderCache[key] { entry = cached } else {
+            let from = try memoryDesc(source.shape, source.layout.dnnlTag)
+            let to = try memoryDesc(source.shape, destination.layout.dnnlTag)
+            entry = (try DNNLPrimitive(reorderFrom: from, to: to), try DNNLMemory(from, own: false), try DNNLMemory(to, own: false))
+            reorderCache[key] = entry
+        }
+        try entry.1.bind(source.data)
+        try entry.2.bind(destination.data)
+        try entry.0.execute([(DNNL_ARG_FROM, entry.1), (DNNL_ARG_TO, entry.2)])
     }
 
     private func relu(count: Int) throws -> (fwd: DNNLPrimitive, bwd: DNNLPrimitive, data: DNNLMemory, diff: DNNLMemory) {
@@ -65,7 +90,7 @@ struct DNNLConvolutionDescs {
     var bias, anySrc, anyWeights, anyDst: dnnl_memory_desc_t
     let strides, dilates, padL, padR: [dnnl_dim_t]
 
-    init(_ s: ConvolutionShape) throws {
+    init(_ s: ConvolutionShape, input: ActivationLayout, output: ActivationLayout) throws {
         strides = [s.strideHeight, s.strideWidth].map { dnnl_dim_t($0) }
         dilates = [s.dilationHeight - 1, s.dilationWidth - 1].map { dnnl_dim_t($0) }  // oneDNN: 0 = dense
         padL = [s.paddingHeight, s.paddingWidth].map { dnnl_dim_t($0) }
@@ -74,9 +99,9 @@ struct DNNLConvolutionDescs {
             (s.outHeight - 1) * s.strideHeight + s.dilationHeight * (s.kernelHeight - 1) + 1 - s.inHeight - s.paddingHeight,
             (s.outWidth - 1) * s.strideWidth + s.dilationWidth * (s.kernelWidth - 1) + 1 - s.inWidth - s.paddingWidth,
         ].map { dnnl_dim_t($0) }
-        userSrc = try memoryDesc(s.inputShape, dnnl_nchw)
+        userSrc = try memoryDesc(s.inputShape, input.dnnlTag)
         userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
-        userDst = try memoryDesc(s.outputShape, dnnl_nchw)
+        userDst = try memoryDesc(s.outputShape, output.dnnlTag)
         bias = try memoryDesc([s.outChannels], dnnl_x)
         anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
         anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
@@ -89,6 +114,9 @@ struct DNNLConvolutionDescs {
 final class DNNLConvolution: ConvolutionKernel {
     let shape: ConvolutionShape
     let implementation: String
+    let inputLayout: ActivationLayout
+    let outputLayout: ActivationLayout
+    let fusedReLU: Bool
 
     private let fwd: DNNLPrimitive
     private let fwdSrc, fwdWeights, fwdDst: DNNLStaging
@@ -101,27 +129,44 @@ final class DNNLConvolution: ConvolutionKernel {
     private let algorithmKind: dnnl_alg_kind_t
     private let biasScratch: Tensor  // (Cout): zero bias for forward calls without one
 
-    init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws {
+    init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout, output: ActivationLayout,
+         fusedReLU wantReLU: Bool) throws {
         try shape.validate()
         self.shape = shape
+        inputLayout = input
+        outputLayout = output
         let s = shape
-        var d = try DNNLConvolutionDescs(s)
+        var d = try DNNLConvolutionDescs(s, input: input, output: output)
 
-        func makeForward(_ alg: dnnl_alg_kind_t) throws -> DNNLPrimitive {
+        func makeForward(_ alg: dnnl_alg_kind_t, relu: Bool) throws -> DNNLPrimitive {
             var op = dnnl_convolution_desc_t()
             try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, alg, &d.anySrc, &d.anyWeights,
                                                                      &d.bias, &d.anyDst, d.strides, d.dilates, d.padL, d.padR),
                           "convolution_forward_desc_init \(s)")
-            return try DNNLPrimitive(opDesc: &op, what: "convolution forward \(s)")
+            guard relu else { return try DNNLPrimitive(opDesc: &op, what: "convolution forward \(s)") }
+            // Bias and ReLU in the convolution's epilogue: one pass over the output instead of two.
+            let attr = try DNNLAttributes(reluPostOp: true)
+            return try DNNLPrimitive(opDesc: &op, attr: attr.handle, what: "convolution forward \(s) + relu")
         }
         let wantWinograd = (algorithm == .winograd || algorithm == .auto) && s.winogradEligible
         var chosen = dnnl_convolution_direct
-        if wantWinograd, let p = try? makeForward(dnnl_convolution_winograd) {
-            fwd = p
-            chosen = dnnl_convolution_winograd
-        } else {
-            fwd = try makeForward(dnnl_convolution_direct)
+        var candidates: [(dnnl_alg_kind_t, Bool)] = []
+        for alg in wantWinograd ? [dnnl_convolution_winograd, dnnl_convolution_direct] : [dnnl_convolution_direct] {
+            if wantReLU { candidates.append((alg, true)) }
+            candidates.append((alg, false))
         }
+        var made: (DNNLPrimitive, Bool)?
+        var lastError: Error?
+        for (alg, relu) in candidates {
+            do {
+                made = (try makeForward(alg, relu: relu), relu)
+                chosen = alg
+                break
+            } catch { lastError = error }
+        }
+        guard let (primitive, fused) = made else { throw lastError ?? EngineError.backend("no convolution for \(s)") }
+        fwd = primitive
+        fusedReLU = fused
         implementation = fwd.implementation
         fwdSrc = try DNNLStaging(user: d.userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false)
         fwdWeights = try DNNLStaging(user: d.userWeights, internal: fwd.queryDesc(dnnl_query_weights_md),
@@ -134,6 +179,8 @@ final class DNNLConvolution: ConvolutionKernel {
     }
 
     private func backwardParts() throws -> DNNLConvolutionBackward {
+        // The backward primitives need the forward's hint only; the fused ReLU's mask is the
+        // caller's to apply (it has the output).
         if let b = backward { return b }
         let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd)
         backward = b
@@ -239,20 +286,22 @@ final class DNNLConvolutionBackward {
     }
 }
 
-/// Max pooling over NCHW data, with the workspace (arg-max positions) the backward needs.
+/// Max pooling over NCHW or nChw16c data, with the workspace (arg-max positions) the backward needs.
 final class DNNLMaxPooling: PoolingKernel {
     let shape: PoolingShape
+    let layout: ActivationLayout
     private let fwd: DNNLPrimitive
     private let bwd: DNNLPrimitive
     private let src, dst, diffSrc, diffDst: DNNLMemory
     private let workspace: DNNLMemory
 
-    init(_ shape: PoolingShape) throws {
+    init(_ shape: PoolingShape, layout: ActivationLayout) throws {
         try shape.validate()
         self.shape = shape
+        self.layout = layout
         let s = shape
-        var srcDesc = try memoryDesc(s.inputShape, dnnl_nchw)
-        var dstDesc = try memoryDesc(s.outputShape, dnnl_nchw)
+        var srcDesc = try memoryDesc(s.inputShape, layout.dnnlTag)
+        var dstDesc = try memoryDesc(s.outputShape, layout.dnnlTag)
         let padL = [s.padding, s.padding].map { dnnl_dim_t($0) }
         // Ceil mode: pad on the right just enough for oneDNN to produce PyTorch's extent.
         let padR = [

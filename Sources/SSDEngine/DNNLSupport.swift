@@ -182,3 +182,33 @@ final class DNNLStaging {
         }
     }
 }
+
+extension ActivationLayout {
+    /// The oneDNN format tag of this layout.
+    var dnnlTag: dnnl_format_tag_t {
+        switch self {
+        case .nchw: return dnnl_nchw
+        case .blocked16: return dnnl_nChw16c
+        }
+    }
+}
+
+/// Primitive attributes (owned); for now only a ReLU post-op.
+final class DNNLAttributes {
+    let handle: dnnl_primitive_attr_t
+
+    init(reluPostOp: Bool) throws {
+        var a: dnnl_primitive_attr_t?
+        try dnnlCheck(dnnl_primitive_attr_create(&a), "primitive_attr_create")
+        handle = a!
+        if reluPostOp {
+            var p: dnnl_post_ops_t?
+            try dnnlCheck(dnnl_post_ops_create(&p), "post_ops_create")
+            defer { dnnl_post_ops_destroy(p) }
+            try dnnlCheck(dnnl_post_ops_append_eltwise(p, 1, dnnl_eltwise_relu, 0, 0), "post_ops_append_eltwise")
+            try dnnlCheck(dnnl_primitive_attr_set_post_ops(handle, p), "primitive_attr_set_post_ops")
+        }
+    }
+
+    deinit { dnnl_primitive_attr_destroy(handle) }
+}

@@ -4,14 +4,31 @@ public final class NaiveBackend: Backend {
     public let name = "naive"
     public init() {}
 
-    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws -> ConvolutionKernel {
+    public func preferredLayout(channels: Int) -> ActivationLayout { .nchw }
+
+    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
+                            output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
         try shape.validate()
-        return NaiveConvolution(shape: shape)
+        try checkLayout(input, channels: shape.inChannels)
+        try checkLayout(output, channels: shape.outChannels)
+        return NaiveConvolution(shape: shape, inputLayout: input, outputLayout: output, fusedReLU: fusedReLU)
     }
 
-    public func maxPooling(_ shape: PoolingShape) throws -> PoolingKernel {
+    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel {
         try shape.validate()
-        return NaiveMaxPooling(shape: shape)
+        try checkLayout(layout, channels: shape.channels)
+        return NaiveMaxPooling(shape: shape, layout: layout)
+    }
+
+    public func reorder(_ source: Tensor, into destination: Tensor) throws {
+        try destination.requireShape(source.shape, "reorder destination")
+        guard source.shape.count == 4 || (source.layout == .nchw && destination.layout == .nchw) else {
+            throw EngineError.invalidArgument("reorder of a non-4-D tensor between layouts")
+        }
+        if source.layout == destination.layout { destination.copy(from: source); return }
+        let s = source.shape
+        let packed = unpack(source.data, shape: s, layout: source.layout)
+        pack(packed, into: destination.data, shape: s, layout: destination.layout)
     }
 
     public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) throws {
@@ -40,11 +57,49 @@ public final class NaiveBackend: Backend {
     }
 }
 
-/// Direct convolution by its definition.
+func checkLayout(_ layout: ActivationLayout, channels: Int) throws {
+    if layout == .blocked16 && channels % 16 != 0 {
+        throw EngineError.invalidArgument("layout nChw16c needs a multiple of 16 channels, got \(channels)")
+    }
+}
+
+/// The elements of an (N, C, H, W) activation in NCHW order, from any layout.
+func unpack(_ p: UnsafePointer<Float>, shape s: [Int], layout: ActivationLayout) -> [Float] {
+    let plane = s[2] * s[3]
+    var out = [Float](repeating: 0, count: s.reduce(1, *))
+    for n in 0..<s[0] {
+        for c in 0..<s[1] {
+            let (base, stride) = layout.channelBase(n: n, c: c, channels: s[1], plane: plane)
+            for i in 0..<plane { out[(n * s[1] + c) * plane + i] = p[base + i * stride] }
+        }
+    }
+    return out
+}
+
+/// Writes NCHW-ordered `values` into `p` in `layout`.
+func pack(_ values: [Float], into p: UnsafeMutablePointer<Float>, shape s: [Int], layout: ActivationLayout) {
+    let plane = s[2] * s[3]
+    for n in 0..<s[0] {
+        for c in 0..<s[1] {
+            let (base, stride) = layout.channelBase(n: n, c: c, channels: s[1], plane: plane)
+            for i in 0..<plane { p[base + i * stride] = values[(n * s[1] + c) * plane + i] }
+        }
+    }
+}
+
+/// Direct convolution by its definition, on NCHW copies of data in any layout.
 final class NaiveConvolution: ConvolutionKernel {
     let shape: ConvolutionShape
+    let inputLayout: ActivationLayout
+    let outputLayout: ActivationLayout
+    let fusedReLU: Bool
     let implementation = "naive"
-    init(shape: ConvolutionShape) { self.shape = shape }
+    init(shape: ConvolutionShape, inputLayout: ActivationLayout, outputLayout: ActivationLayout, fusedReLU: Bool) {
+        self.shape = shape
+        self.inputLayout = inputLayout
+        self.outputLayout = outputLayout
+        self.fusedReLU = fusedReLU
+    }
 
     /// Calls `body(n, co, oy, ox, ci, ky, kx, inputIndex)` for every tap that lands inside the input.
     @inline(__always)
@@ -79,31 +134,38 @@ final class NaiveConvolution: ConvolutionKernel {
         ((n * shape.outChannels + co) * shape.outHeight + oy) * shape.outWidth + ox
     }
 
-    func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    func forward(input rawInput: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  output: UnsafeMutablePointer<Float>) throws {
+        let input = unpack(rawInput, shape: shape.inputShape, layout: inputLayout)
         let outCount = shape.outputShape.reduce(1, *)
         var acc = [Double](repeating: 0, count: outCount)
         forEachTap { n, co, oy, ox, ci, ky, kx, i in
             acc[outputIndex(n, co, oy, ox)] += Double(input[i]) * Double(weight[weightIndex(co, ci, ky, kx)])
         }
         let plane = shape.outHeight * shape.outWidth
+        var result = [Float](repeating: 0, count: outCount)
         for o in 0..<outCount {
             let co = (o / plane) % shape.outChannels
-            output[o] = Float(acc[o] + Double(bias?[co] ?? 0))
+            result[o] = Float(acc[o] + Double(bias?[co] ?? 0))
+            if fusedReLU && !(result[o] > 0) { result[o] = 0 }
         }
+        pack(result, into: output, shape: shape.outputShape, layout: outputLayout)
     }
 
-    func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    func backwardData(outputGrad rawGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                       inputGrad: UnsafeMutablePointer<Float>) throws {
+        let outputGrad = unpack(rawGrad, shape: shape.outputShape, layout: outputLayout)
         var acc = [Double](repeating: 0, count: shape.inputShape.reduce(1, *))
         forEachTap { n, co, oy, ox, ci, ky, kx, i in
             acc[i] += Double(outputGrad[outputIndex(n, co, oy, ox)]) * Double(weight[weightIndex(co, ci, ky, kx)])
         }
-        for i in 0..<acc.count { inputGrad[i] = Float(acc[i]) }
+        pack(acc.map { Float($0) }, into: inputGrad, shape: shape.inputShape, layout: inputLayout)
     }
 
-    func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
+    func backwardWeights(input rawInput: UnsafePointer<Float>, outputGrad rawGrad: UnsafePointer<Float>,
                          weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
+        let input = unpack(rawInput, shape: shape.inputShape, layout: inputLayout)
+        let outputGrad = unpack(rawGrad, shape: shape.outputShape, layout: outputLayout)
         var acc = [Double](repeating: 0, count: shape.weightShape.reduce(1, *))
         forEachTap { n, co, oy, ox, ci, ky, kx, i in
             acc[weightIndex(co, ci, ky, kx)] += Double(input[i]) * Double(outputGrad[outputIndex(n, co, oy, ox)])
@@ -127,10 +189,17 @@ final class NaiveConvolution: ConvolutionKernel {
 /// padding is −∞ (PyTorch's semantics).
 final class NaiveMaxPooling: PoolingKernel {
     let shape: PoolingShape
+    let layout: ActivationLayout
     private var argmax: [Int] = []
-    init(shape: PoolingShape) { self.shape = shape }
+    init(shape: PoolingShape, layout: ActivationLayout) {
+        self.shape = shape
+        self.layout = layout
+    }
 
-    func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) throws {
+    func forward(input rawInput: UnsafePointer<Float>, output rawOutput: UnsafeMutablePointer<Float>) throws {
+        let input = unpack(rawInput, shape: shape.inputShape, layout: layout)
+        var output = [Float](repeating: 0, count: shape.outputShape.reduce(1, *))
+        defer { pack(output, into: rawOutput, shape: shape.outputShape, layout: layout) }
         let s = shape
         argmax = [Int](repeating: -1, count: s.outputShape.reduce(1, *))
         var o = 0
@@ -157,9 +226,10 @@ final class NaiveMaxPooling: PoolingKernel {
         }
     }
 
-    func backward(outputGrad: UnsafePointer<Float>, inputGrad: UnsafeMutablePointer<Float>) throws {
-        let inCount = shape.inputShape.reduce(1, *)
-        inputGrad.update(repeating: 0, count: inCount)
-        for (o, i) in argmax.enumerated() where i >= 0 { inputGrad[i] += outputGrad[o] }
+    func backward(outputGrad rawGrad: UnsafePointer<Float>, inputGrad: UnsafeMutablePointer<Float>) throws {
+        let outputGrad = unpack(rawGrad, shape: shape.outputShape, layout: layout)
+        var grad = [Float](repeating: 0, count: shape.inputShape.reduce(1, *))
+        for (o, i) in argmax.enumerated() where i >= 0 { grad[i] += outputGrad[o] }
+        pack(grad, into: inputGrad, shape: shape.inputShape, layout: layout)
     }
 }

@@ -21,29 +21,68 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// A dense f32 tensor in row-major (C) order: NCHW for images and feature maps, OIHW for
-/// convolution weights — PyTorch's layouts, so weights and fixtures map one to one.
+/// How the elements of a 4-D (N, C, H, W) activation are laid out in memory.
+public enum ActivationLayout: String, Hashable, Sendable {
+    /// PyTorch's row-major NCHW: the layout at the model's edges.
+    case nchw
+    /// oneDNN's nChw16c: channels in blocks of 16, the 16 of a pixel contiguous. Needs C % 16 == 0.
+    /// Element (n, c, y, x) is at ((n·C/16 + c/16)·H·W + y·W + x)·16 + c % 16.
+    case blocked16
+
+    /// Offset of channel `c`, pixel 0 of image `n`, and the step from one pixel to the next.
+    @inlinable
+    public func channelBase(n: Int, c: Int, channels: Int, plane: Int) -> (base: Int, pixelStride: Int) {
+        switch self {
+        case .nchw: return ((n * channels + c) * plane, 1)
+        case .blocked16: return (((n * (channels >> 4) + (c >> 4)) * plane) << 4 + (c & 15), 16)
+        }
+    }
+}
+
+/// A dense f32 tensor: row-major (C) order — NCHW for images and feature maps, OIHW for
+/// convolution weights, PyTorch's layouts, so weights and fixtures map one to one — or, for
+/// activations inside the network, oneDNN's blocked `nChw16c` (`layout`).
 ///
-/// Storage is 64-byte aligned (oneDNN's AVX-512 kernels prefer it) and owned by the tensor.
-/// A `Tensor` is a reference type: layers hand out their planned buffers, and whoever holds
-/// one sees the values the last step wrote into it.
+/// Storage is 64-byte aligned (oneDNN's AVX-512 kernels prefer it). A tensor owns its storage
+/// or is a view over another tensor's (kept alive by the view), which lets a model reuse one
+/// buffer for the gradients of many layers. A `Tensor` is a reference type: layers hand out
+/// their planned buffers, and whoever holds one sees the values the last step wrote into it.
 public final class Tensor: @unchecked Sendable {
-    /// Extents, outermost first.
+    /// Extents, outermost first (logical NCHW order whatever the layout).
     public let shape: [Int]
     /// Number of elements (product of `shape`).
     public let count: Int
+    /// The memory order of the elements.
+    public let layout: ActivationLayout
     /// The elements, `count` of them.
     public let data: UnsafeMutablePointer<Float>
+    /// The tensor whose storage this one views, if any.
+    private let owner: Tensor?
 
-    /// A zero-filled tensor of the given shape.
-    public init(shape: [Int]) {
+    /// A zero-filled tensor of the given shape and layout.
+    public init(shape: [Int], layout: ActivationLayout = .nchw) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative extent in \(shape)")
+        precondition(layout == .nchw || (shape.count == 4 && shape[1] % 16 == 0), "nChw16c needs 4-D with C % 16 == 0: \(shape)")
         self.shape = shape
         self.count = shape.reduce(1, *)
+        self.layout = layout
+        self.owner = nil
         let bytes = max(self.count, 1) * MemoryLayout<Float>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         raw.initializeMemory(as: Float.self, repeating: 0, count: max(self.count, 1))
         self.data = raw.assumingMemoryBound(to: Float.self)
+    }
+
+    /// A view of the first elements of `base`'s storage with another shape and layout.
+    public init(viewing base: Tensor, shape: [Int], layout: ActivationLayout = .nchw) {
+        let n = shape.reduce(1, *)
+        precondition(n <= base.count, "a view of \(n) elements over \(base.count)")
+        precondition(layout == .nchw || (shape.count == 4 && shape[1] % 16 == 0), "nChw16c needs 4-D with C % 16 == 0: \(shape)")
+        self.shape = shape
+        self.count = n
+        self.layout = layout
+        self.owner = base.owner ?? base
+        self.data = base.data
     }
 
     /// A tensor holding a copy of `values`; `values.count` must equal the product of `shape`.
@@ -56,7 +95,7 @@ public final class Tensor: @unchecked Sendable {
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: n) }
     }
 
-    deinit { UnsafeMutableRawPointer(data).deallocate() }
+    deinit { if owner == nil { UnsafeMutableRawPointer(data).deallocate() } }
 
     /// Extent of dimension `i`.
     @inlinable public func dim(_ i: Int) -> Int { shape[i] }
@@ -81,16 +120,26 @@ public final class Tensor: @unchecked Sendable {
         data.update(from: other.data, count: count)
     }
 
-    /// A new tensor with the same shape and a copy of the values.
+    /// A new tensor with the same shape, layout and a copy of the values.
     public func clone() -> Tensor {
-        let t = Tensor(shape: shape)
+        let t = Tensor(shape: shape, layout: layout)
         t.copy(from: self)
         return t
     }
 
-    /// Throws `shapeMismatch` unless `shape == expected`.
-    public func requireShape(_ expected: [Int], _ what: @autoclosure () -> String) throws {
+    /// Throws `shapeMismatch` unless `shape == expected` (and, when given, the layout agrees).
+    public func requireShape(_ expected: [Int], layout: ActivationLayout? = nil, _ what: @autoclosure () -> String) throws {
         if shape != expected { throw EngineError.shapeMismatch(what: what(), expected: expected, got: shape) }
+        if let layout, layout != self.layout {
+            throw EngineError.invalidArgument("\(what()): expected layout \(layout.rawValue), got \(self.layout.rawValue)")
+        }
+    }
+
+    /// The element at logical NCHW position (n, c, y, x), whatever the layout.
+    public func element(_ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Float {
+        let plane = shape[2] * shape[3]
+        let (base, stride) = layout.channelBase(n: n, c: c, channels: shape[1], plane: plane)
+        return data[base + (y * shape[3] + x) * stride]
     }
 
     /// Sum of squares, accumulated in Double: an L2 norm that does not depend on element order

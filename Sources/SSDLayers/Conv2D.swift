@@ -1,10 +1,17 @@
 import SSDEngine
 
-/// A 2-D convolution with bias, NCHW in and out: PyTorch's `nn.Conv2d(in, out, k, stride,
-/// padding, dilation)`.
+/// The activation a layer applies to its output.
+public enum Activation: String, Sendable {
+    case none
+    case relu
+}
+
+/// A 2-D convolution with bias and an optional ReLU: PyTorch's `nn.Conv2d(in, out, k, stride,
+/// padding, dilation)` (followed by `F.relu` when `activation == .relu`).
 ///
-/// Buffers are planned once per input shape: `output` (N, Cout, Ho, Wo) and `inputGrad`
-/// (N, Cin, H, W) are owned by the layer and reused by every call of that shape.
+/// The input may come in any layout the backend accepts; the output is in `outputLayout`
+/// (NCHW by default; a model chains layers in the backend's preferred blocked layout).
+/// `output` is planned at the first forward of an input shape and reused after.
 public final class Conv2D {
     /// (Cout, Cin, kh, kw)
     public let weight: Parameter
@@ -16,25 +23,28 @@ public final class Conv2D {
     public let stride: Int
     public let padding: Int
     public let dilation: Int
+    public let activation: Activation
+    public let outputLayout: ActivationLayout
     /// The algorithm asked of the backend; changing it re-plans at the next call.
     public var algorithm: ConvolutionAlgorithm { didSet { if algorithm != oldValue { kernel = nil } } }
     public let backend: Backend
 
     private var kernel: ConvolutionKernel?
-    /// (N, Cout, Ho, Wo): the last forward's result.
+    /// (N, Cout, Ho, Wo) in `outputLayout`: the last forward's result.
     public private(set) var output = Tensor(shape: [0])
-    /// (N, Cin, H, W): the last backward's input gradient.
-    public private(set) var inputGrad = Tensor(shape: [0])
 
     /// `name` is the state_dict prefix: parameters become `name.weight` and `name.bias`.
     public init(name: String, inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1,
-                padding: Int = 0, dilation: Int = 1, algorithm: ConvolutionAlgorithm = .direct, backend: Backend) {
+                padding: Int = 0, dilation: Int = 1, activation: Activation = .none,
+                outputLayout: ActivationLayout = .nchw, algorithm: ConvolutionAlgorithm = .direct, backend: Backend) {
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
         self.kernelSize = kernelSize
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
+        self.activation = activation
+        self.outputLayout = outputLayout
         self.algorithm = algorithm
         self.backend = backend
         weight = Parameter(name: name + ".weight", shape: [outputChannels, inputChannels, kernelSize, kernelSize])
@@ -42,6 +52,7 @@ public final class Conv2D {
     }
 
     public var parameters: [Parameter] { [weight, bias] }
+    private var name: String { String(weight.name.dropLast(".weight".count)) }
 
     /// The implementation the backend chose for the current plan ("none" before the first call).
     public var implementation: String { kernel?.implementation ?? "none" }
@@ -51,8 +62,7 @@ public final class Conv2D {
 
     private func geometry(for input: [Int]) throws -> ConvolutionShape {
         guard input.count == 4, input[1] == inputChannels else {
-            throw EngineError.shapeMismatch(what: "\(weight.name.dropLast(7)) input",
-                                            expected: [input.first ?? 0, inputChannels, -1, -1], got: input)
+            throw EngineError.shapeMismatch(what: "\(name) input", expected: [input.first ?? 0, inputChannels, -1, -1], got: input)
         }
         let g = ConvolutionShape(batch: input[0], inChannels: inputChannels, outChannels: outputChannels,
                                  inHeight: input[2], inWidth: input[3], kernelSize: (kernelSize, kernelSize),
@@ -61,35 +71,42 @@ public final class Conv2D {
         return g
     }
 
-    private func plan(_ input: [Int]) throws -> ConvolutionKernel {
-        if let k = kernel, k.shape.inputShape == input { return k }
-        let g = try geometry(for: input)
-        let k = try backend.convolution(g, algorithm: algorithm)
+    private func plan(_ x: Tensor) throws -> ConvolutionKernel {
+        if let k = kernel, k.shape.inputShape == x.shape, k.inputLayout == x.layout { return k }
+        let g = try geometry(for: x.shape)
+        let k = try backend.convolution(g, algorithm: algorithm, input: x.layout, output: outputLayout,
+                                        fusedReLU: activation == .relu)
         kernel = k
-        if output.shape != g.outputShape { output = Tensor(shape: g.outputShape) }
+        if output.shape != g.outputShape || output.layout != outputLayout {
+            output = Tensor(shape: g.outputShape, layout: outputLayout)
+        }
         return k
     }
 
-    /// output = x ⋆ weight + bias. Returns the layer's `output` buffer.
+    /// output = activation(x ⋆ weight + bias). Returns the layer's `output` buffer.
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
-        let k = try plan(x.shape)
+        let k = try plan(x)
         try k.forward(input: x.data, weight: weight.value.data, bias: bias.value.data, output: output.data)
+        if activation == .relu && !k.fusedReLU { try backend.reluForward(output.data, count: output.count) }
         return output
     }
 
-    /// Accumulates d loss/d weight and d loss/d bias from `outputGrad` (N, Cout, Ho, Wo) and the
-    /// forward's input `x`; when `computeInputGrad`, also writes `inputGrad` and returns it.
-    @discardableResult
-    public func backward(input x: Tensor, outputGrad: Tensor, computeInputGrad: Bool = true) throws -> Tensor? {
-        let k = try plan(x.shape)
-        try outputGrad.requireShape(k.shape.outputShape, "\(weight.name.dropLast(7)) output gradient")
+    /// Backward from `outputGrad` (the output's shape and layout) and the forward's input `x`.
+    /// With a ReLU, first masks `outputGrad` in place by the forward's output. Accumulates
+    /// d loss/d weight and d loss/d bias; when `inputGrad` is given (x's shape and layout),
+    /// writes d loss/d x into it.
+    public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
+        let k = try plan(x)
+        try outputGrad.requireShape(k.shape.outputShape, layout: outputLayout, "\(name) output gradient")
+        if activation == .relu {
+            try backend.reluBackward(output: output.data, grad: outputGrad.data, count: output.count)
+        }
         try k.backwardWeights(input: x.data, outputGrad: outputGrad.data, weightGrad: weight.grad.data,
                               biasGrad: bias.grad.data)
-        guard computeInputGrad else { return nil }
-        if inputGrad.shape != x.shape { inputGrad = Tensor(shape: x.shape) }  // first backward of this shape
+        guard let inputGrad else { return }
+        try inputGrad.requireShape(x.shape, layout: x.layout, "\(name) input gradient")
         try k.backwardData(outputGrad: outputGrad.data, weight: weight.value.data, inputGrad: inputGrad.data)
-        return inputGrad
     }
 }
 
@@ -104,12 +121,13 @@ public struct ReLU {
 
     /// grad ← grad · (output > 0)
     public func backward(output: Tensor, grad: Tensor) throws {
-        try grad.requireShape(output.shape, "ReLU gradient")
+        try grad.requireShape(output.shape, layout: output.layout, "ReLU gradient")
         try backend.reluBackward(output: output.data, grad: grad.data, count: output.count)
     }
 }
 
-/// Max pooling, NCHW: PyTorch's `nn.MaxPool2d(kernel, stride, padding, ceil_mode)`.
+/// Max pooling: PyTorch's `nn.MaxPool2d(kernel, stride, padding, ceil_mode)`, in the input's
+/// layout.
 public final class MaxPool2D {
     public let kernelSize: Int
     public let stride: Int
@@ -117,10 +135,8 @@ public final class MaxPool2D {
     public let ceilMode: Bool
     public let backend: Backend
     private var kernel: PoolingKernel?
-    /// (N, C, Ho, Wo)
+    /// (N, C, Ho, Wo), in the input's layout.
     public private(set) var output = Tensor(shape: [0])
-    /// (N, C, H, W)
-    public private(set) var inputGrad = Tensor(shape: [0])
 
     public init(kernelSize: Int, stride: Int, padding: Int = 0, ceilMode: Bool = false, backend: Backend) {
         self.kernelSize = kernelSize
@@ -130,35 +146,35 @@ public final class MaxPool2D {
         self.backend = backend
     }
 
-    private func plan(_ input: [Int]) throws -> PoolingKernel {
-        if let k = kernel, k.shape.inputShape == input { return k }
-        guard input.count == 4 else {
-            throw EngineError.invalidArgument("max pooling needs an (N, C, H, W) input, got \(input)")
+    private func plan(_ x: Tensor) throws -> PoolingKernel {
+        if let k = kernel, k.shape.inputShape == x.shape, k.layout == x.layout { return k }
+        guard x.shape.count == 4 else {
+            throw EngineError.invalidArgument("max pooling needs an (N, C, H, W) input, got \(x.shape)")
         }
+        let input = x.shape
         let g = PoolingShape(batch: input[0], channels: input[1], inHeight: input[2], inWidth: input[3],
                              kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode)
         try g.validate()
-        let k = try backend.maxPooling(g)
+        let k = try backend.maxPooling(g, layout: x.layout)
         kernel = k
-        if output.shape != g.outputShape { output = Tensor(shape: g.outputShape) }
+        if output.shape != g.outputShape || output.layout != x.layout { output = Tensor(shape: g.outputShape, layout: x.layout) }
         return k
     }
 
     /// Returns the layer's `output` buffer.
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
-        let k = try plan(x.shape)
+        let k = try plan(x)
         try k.forward(input: x.data, output: output.data)
         return output
     }
 
-    /// Routes `outputGrad` to the arg-max of each window of the last forward; returns `inputGrad`.
-    @discardableResult
-    public func backward(outputGrad: Tensor) throws -> Tensor {
+    /// Routes `outputGrad` to the arg-max of each window of the last forward, writing
+    /// `inputGrad` (the forward input's shape and layout).
+    public func backward(outputGrad: Tensor, inputGrad: Tensor) throws {
         guard let k = kernel else { throw EngineError.invalidArgument("max pooling backward before forward") }
-        try outputGrad.requireShape(k.shape.outputShape, "max pooling output gradient")
-        if inputGrad.shape != k.shape.inputShape { inputGrad = Tensor(shape: k.shape.inputShape) }
+        try outputGrad.requireShape(k.shape.outputShape, layout: k.layout, "max pooling output gradient")
+        try inputGrad.requireShape(k.shape.inputShape, layout: k.layout, "max pooling input gradient")
         try k.backward(outputGrad: outputGrad.data, inputGrad: inputGrad.data)
-        return inputGrad
     }
 }

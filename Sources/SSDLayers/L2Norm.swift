@@ -2,15 +2,14 @@ import SSDEngine
 
 /// The conv4_3 normalisation of SSD: each pixel's channel vector is divided by its L2 norm,
 /// then each channel is scaled by a learnable factor (`rescale_factors`, (1, C, 1, 1),
-/// initialised to 20). As the reference, no epsilon: y = x / ‖x‖ · s.
+/// initialised to 20). As the reference, no epsilon: y = x / ‖x‖ · s. Works in NCHW or
+/// nChw16c; the output has the input's layout.
 public final class L2Norm {
     /// (1, C, 1, 1)
     public let scale: Parameter
     public let channels: Int
-    /// (N, C, H, W)
+    /// (N, C, H, W), the input's layout.
     public private(set) var output = Tensor(shape: [0])
-    /// (N, C, H, W)
-    public private(set) var inputGrad = Tensor(shape: [0])
     /// (N, H, W): ‖x‖ per pixel, kept for the backward.
     private var norms = Tensor(shape: [0])
     /// (tiles, C): per-tile partial sums of d loss / d scale.
@@ -28,24 +27,25 @@ public final class L2Norm {
 
     public var parameters: [Parameter] { [scale] }
 
-    private func plan(_ shape: [Int], backward: Bool) throws {
+    private func plan(_ x: Tensor, backward: Bool) throws {
+        let shape = x.shape
         guard shape.count == 4, shape[1] == channels else {
             throw EngineError.shapeMismatch(what: "L2Norm input", expected: [shape.first ?? 0, channels, -1, -1], got: shape)
         }
-        if output.shape != shape {
-            output = Tensor(shape: shape)
+        if output.shape != shape || output.layout != x.layout {
+            output = Tensor(shape: shape, layout: x.layout)
             norms = Tensor(shape: [shape[0], shape[2], shape[3]])
         }
-        if backward && inputGrad.shape != shape {
-            inputGrad = Tensor(shape: shape)
-            let tiles = shape[0] * ((shape[2] * shape[3] + Self.tile - 1) / Self.tile)
-            scalePartials = Tensor(shape: [tiles, channels])
-            dots = Tensor(shape: [tiles, Self.tile])
+        if backward && scalePartials.shape != [tiles(shape), channels] {
+            scalePartials = Tensor(shape: [tiles(shape), channels])
+            dots = Tensor(shape: [tiles(shape), Self.tile])
         }
     }
 
+    private func tiles(_ shape: [Int]) -> Int { shape[0] * ((shape[2] * shape[3] + Self.tile - 1) / Self.tile) }
+
     /// Calls body(n, pixelRange, tileIndex) for every (image, pixel tile), in parallel.
-    private func forEachTile(_ shape: [Int], _ body: @escaping (Int, Range<Int>, Int) -> Void) {
+    private func forEachTile(_ shape: [Int], _ body: (Int, Range<Int>, Int) -> Void) {
         let plane = shape[2] * shape[3]
         let perImage = (plane + Self.tile - 1) / Self.tile
         parallelFor(shape[0] * perImage) { range in
@@ -59,68 +59,69 @@ public final class L2Norm {
     /// y = x / ‖x‖ · s. Returns the layer's `output` buffer.
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
-        try plan(x.shape, backward: false)
-        let c = channels, plane = x.dim(2) * x.dim(3)
+        try plan(x, backward: false)
+        let c = channels, plane = x.dim(2) * x.dim(3), layout = x.layout
         let xp = x.data, yp = output.data, np = norms.data, sp = scale.value.data
         forEachTile(x.shape) { n, pixels, _ in
-            let base = n * c * plane
-            for p in pixels { np[n * plane + p] = 0 }
+            let norm = np + n * plane
+            for p in pixels { norm[p] = 0 }
             for ch in 0..<c {
-                let row = base + ch * plane
-                for p in pixels { let v = xp[row + p]; np[n * plane + p] += v * v }
+                let (base, ps) = layout.channelBase(n: n, c: ch, channels: c, plane: plane)
+                for p in pixels { let v = xp[base + p * ps]; norm[p] += v * v }
             }
-            for p in pixels { np[n * plane + p] = np[n * plane + p].squareRoot() }
+            for p in pixels { norm[p] = norm[p].squareRoot() }
             for ch in 0..<c {
-                let row = base + ch * plane, s = sp[ch]
-                for p in pixels { yp[row + p] = (xp[row + p] / np[n * plane + p]) * s }
+                let (base, ps) = layout.channelBase(n: n, c: ch, channels: c, plane: plane)
+                let s = sp[ch]
+                for p in pixels { yp[base + p * ps] = (xp[base + p * ps] / norm[p]) * s }
             }
         }
         return output
     }
 
-    /// From `outputGrad` and the forward's input `x`: writes `inputGrad` (returned) and
-    /// accumulates d loss / d scale.
+    /// From `outputGrad` and the forward's input `x` (same shape and layout): writes
+    /// `inputGrad` and accumulates d loss / d scale.
     ///
     /// dx_c = s_c·dy_c/‖x‖ − x_c·(Σ_k s_k·dy_k·x_k)/‖x‖³,  ds_c = Σ dy_c·x_c/‖x‖.
-    @discardableResult
-    public func backward(input x: Tensor, outputGrad: Tensor) throws -> Tensor {
+    public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor) throws {
         guard x.shape.count == 4, norms.shape == [x.dim(0), x.dim(2), x.dim(3)] else {
             throw EngineError.invalidArgument("L2Norm backward needs a forward of the same input first")
         }
-        try plan(x.shape, backward: true)
-        try outputGrad.requireShape(x.shape, "L2Norm output gradient")
-        let c = channels, plane = x.dim(2) * x.dim(3)
+        try plan(x, backward: true)
+        try outputGrad.requireShape(x.shape, layout: x.layout, "L2Norm output gradient")
+        try inputGrad.requireShape(x.shape, layout: x.layout, "L2Norm input gradient")
+        let c = channels, plane = x.dim(2) * x.dim(3), layout = x.layout
         let xp = x.data, gp = outputGrad.data, dxp = inputGrad.data, np = norms.data, sp = scale.value.data
         let partials = scalePartials.data, dotsp = dots.data
         forEachTile(x.shape) { n, pixels, t in
-            let base = n * c * plane
-            let dot = dotsp + t * Self.tile
-            dot.update(repeating: 0, count: Self.tile)
-            let p0 = pixels.lowerBound
+            let norm = np + n * plane
+            let dot = dotsp + t * Self.tile - pixels.lowerBound  // indexed by pixel
+            for p in pixels { dot[p] = 0 }
             for ch in 0..<c {
-                let row = base + ch * plane, s = sp[ch]
+                let (base, ps) = layout.channelBase(n: n, c: ch, channels: c, plane: plane)
+                let s = sp[ch]
                 var partial: Float = 0
                 for p in pixels {
-                    let gx = gp[row + p] * xp[row + p]
-                    dot[p - p0] += s * gx
-                    partial += gx / np[n * plane + p]
+                    let gx = gp[base + p * ps] * xp[base + p * ps]
+                    dot[p] += s * gx
+                    partial += gx / norm[p]
                 }
                 partials[t * c + ch] = partial
             }
             for ch in 0..<c {
-                let row = base + ch * plane, s = sp[ch]
+                let (base, ps) = layout.channelBase(n: n, c: ch, channels: c, plane: plane)
+                let s = sp[ch]
                 for p in pixels {
-                    let inv = 1 / np[n * plane + p]
-                    dxp[row + p] = s * gp[row + p] * inv - xp[row + p] * dot[p - p0] * inv * inv * inv
+                    let inv = 1 / norm[p]
+                    dxp[base + p * ps] = s * gp[base + p * ps] * inv - xp[base + p * ps] * dot[p] * inv * inv * inv
                 }
             }
         }
-        let tiles = scalePartials.dim(0)
+        let tileCount = scalePartials.dim(0)
         for ch in 0..<c {
             var s: Float = 0
-            for t in 0..<tiles { s += partials[t * c + ch] }
+            for t in 0..<tileCount { s += partials[t * c + ch] }
             scale.grad.data[ch] += s
         }
-        return inputGrad
     }
 }

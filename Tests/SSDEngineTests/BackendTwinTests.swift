@@ -54,6 +54,62 @@ final class BackendTwinTests: XCTestCase {
         for s in Self.convShapes { try compareConvolution(s, .winograd, tolerance: 1e-3) }
     }
 
+    /// The blocked (nChw16c) paths with fused ReLU against the naive twin in the same layouts.
+    func testBlockedLayoutsWithFusedReLUMatchNaive() throws {
+        let shapes = [
+            ConvolutionShape(batch: 2, inChannels: 16, outChannels: 32, inHeight: 9, inWidth: 9, kernelSize: (3, 3), padding: (1, 1)),
+            ConvolutionShape(batch: 1, inChannels: 32, outChannels: 16, inHeight: 7, inWidth: 7, kernelSize: (3, 3),
+                             stride: (2, 2), padding: (1, 1)),
+            ConvolutionShape(batch: 1, inChannels: 16, outChannels: 16, inHeight: 13, inWidth: 13, kernelSize: (3, 3),
+                             padding: (6, 6), dilation: (6, 6)),
+            ConvolutionShape(batch: 2, inChannels: 32, outChannels: 16, inHeight: 5, inWidth: 5, kernelSize: (1, 1)),
+        ]
+        let layoutPairs: [(ActivationLayout, ActivationLayout)] = [(.blocked16, .blocked16), (.nchw, .blocked16), (.blocked16, .nchw)]
+        for s in shapes {
+            for (input, output) in layoutPairs {
+                for algorithm in [ConvolutionAlgorithm.direct, .winograd] {
+                    let x = randomTensor(s.inputShape, seed: 41), w = randomTensor(s.weightShape, seed: 42, std: 0.2)
+                    let b = randomTensor([s.outChannels], seed: 43), dy = randomTensor(s.outputShape, seed: 44)
+                    let k1 = try fast.convolution(s, algorithm: algorithm, input: input, output: output, fusedReLU: true)
+                    let k2 = try naive.convolution(s, algorithm: algorithm, input: input, output: output, fusedReLU: true)
+                    XCTAssertEqual(k1.inputLayout, input)
+                    let tolerance: Float = algorithm == .direct ? 1e-5 : 1e-3
+                    let y1 = Tensor(shape: s.outputShape), y2 = Tensor(shape: s.outputShape)
+                    try k1.forward(input: x.data, weight: w.data, bias: b.data, output: y1.data)
+                    try k2.forward(input: x.data, weight: w.data, bias: b.data, output: y2.data)
+                    XCTAssertLessThan(maxDifference(y1, y2).relative, tolerance, "forward \(s) \(input)→\(output) \(algorithm)")
+                    XCTAssertTrue(y1.array.allSatisfy { $0 >= 0 }, "fused ReLU")
+                    let dx1 = Tensor(shape: s.inputShape), dx2 = Tensor(shape: s.inputShape)
+                    try k1.backwardData(outputGrad: dy.data, weight: w.data, inputGrad: dx1.data)
+                    try k2.backwardData(outputGrad: dy.data, weight: w.data, inputGrad: dx2.data)
+                    XCTAssertLessThan(maxDifference(dx1, dx2).relative, tolerance, "backward data \(s) \(input)→\(output)")
+                    let dw1 = Tensor(shape: s.weightShape), dw2 = Tensor(shape: s.weightShape)
+                    try k1.backwardWeights(input: x.data, outputGrad: dy.data, weightGrad: dw1.data, biasGrad: nil)
+                    try k2.backwardWeights(input: x.data, outputGrad: dy.data, weightGrad: dw2.data, biasGrad: nil)
+                    XCTAssertLessThan(maxDifference(dw1, dw2).relative, tolerance, "backward weights \(s) \(input)→\(output)")
+                }
+            }
+        }
+    }
+
+    func testReorderMatchesTheLayoutFormula() throws {
+        let plain = randomTensor([2, 32, 3, 4], seed: 51)
+        let blocked = Tensor(shape: plain.shape, layout: .blocked16)
+        try fast.reorder(plain, into: blocked)
+        for (n, c, y, x) in [(0, 0, 0, 0), (1, 17, 2, 3), (0, 31, 1, 2), (1, 15, 0, 1)] {
+            XCTAssertEqual(blocked.element(n, c, y, x), plain.data[((n * 32 + c) * 3 + y) * 4 + x])
+            XCTAssertEqual(blocked.data[((n * 2 + c / 16) * 12 + y * 4 + x) * 16 + c % 16], plain.element(n, c, y, x))
+        }
+        let naiveBlocked = Tensor(shape: plain.shape, layout: .blocked16)
+        try naive.reorder(plain, into: naiveBlocked)
+        XCTAssertEqual(naiveBlocked.array, blocked.array)
+        let back = Tensor(shape: plain.shape)
+        try fast.reorder(blocked, into: back)
+        XCTAssertEqual(back.array, plain.array)
+        XCTAssertThrowsError(try fast.convolution(Self.convShapes[0], algorithm: .direct, input: .blocked16, output: .nchw,
+                                                  fusedReLU: false))  // 3 channels cannot be nChw16c
+    }
+
     func testConvolutionWithoutBiasIsZeroBias() throws {
         let s = Self.convShapes[0]
         let x = randomTensor(s.inputShape, seed: 7), w = randomTensor(s.weightShape, seed: 8)
@@ -66,16 +122,18 @@ final class BackendTwinTests: XCTestCase {
     }
 
     func testMaxPoolingMatchesNaive() throws {
-        let shapes = [
-            PoolingShape(batch: 2, channels: 3, inHeight: 8, inWidth: 8, kernel: 2, stride: 2),
-            PoolingShape(batch: 1, channels: 4, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true),
-            PoolingShape(batch: 2, channels: 5, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1),
-            PoolingShape(batch: 1, channels: 2, inHeight: 9, inWidth: 9, kernel: 3, stride: 2),
+        let shapes: [(PoolingShape, ActivationLayout)] = [
+            (PoolingShape(batch: 2, channels: 3, inHeight: 8, inWidth: 8, kernel: 2, stride: 2), .nchw),
+            (PoolingShape(batch: 1, channels: 4, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true), .nchw),
+            (PoolingShape(batch: 2, channels: 5, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1), .nchw),
+            (PoolingShape(batch: 1, channels: 2, inHeight: 9, inWidth: 9, kernel: 3, stride: 2), .nchw),
+            (PoolingShape(batch: 1, channels: 32, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true), .blocked16),
+            (PoolingShape(batch: 2, channels: 16, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1), .blocked16),
         ]
-        for s in shapes {
+        for (s, layout) in shapes {
             let x = randomTensor(s.inputShape, seed: 11)
             let dy = randomTensor(s.outputShape, seed: 12)
-            let k1 = try fast.maxPooling(s), k2 = try naive.maxPooling(s)
+            let k1 = try fast.maxPooling(s, layout: layout), k2 = try naive.maxPooling(s, layout: layout)
             let y1 = Tensor(shape: s.outputShape), y2 = Tensor(shape: s.outputShape)
             try k1.forward(input: x.data, output: y1.data)
             try k2.forward(input: x.data, output: y2.data)
