@@ -1,0 +1,108 @@
+import Foundation
+import SSDEngine
+
+/// One detected object: a fractional boundary box `(x_min, y_min, x_max, y_max)`, a class
+/// index (1…n_classes−1; 0 only for the reference's "nothing found" placeholder) and a score.
+public struct Detection: Equatable, Sendable {
+    public var box: [Float]
+    public var label: Int
+    public var score: Float
+    public init(box: [Float], label: Int, score: Float) {
+        self.box = box
+        self.label = label
+        self.score = score
+    }
+}
+
+/// The thresholds of `detectObjects`. Defaults are the evaluation setting of the reference
+/// (min score 0.01, NMS overlap 0.45, top 200); its `detect.py` uses 0.2, 0.5, 200.
+public struct DetectionSettings: Equatable, Sendable {
+    public var minScore: Float = 0.01
+    public var maxOverlap: Float = 0.45
+    public var topK: Int = 200
+    public init(minScore: Float = 0.01, maxOverlap: Float = 0.45, topK: Int = 200) {
+        self.minScore = minScore
+        self.maxOverlap = maxOverlap
+        self.topK = topK
+    }
+    /// The reference's `detect.py` setting.
+    public static let demo = DetectionSettings(minScore: 0.2, maxOverlap: 0.5, topK: 200)
+}
+
+/// The reference's `detect_objects`: softmax over classes, offsets decoded against the
+/// priors, then for each non-background class the boxes scoring above `minScore`, sorted by
+/// score, greedily suppressed where they overlap a kept box by more than `maxOverlap`; the
+/// `topK` best of all classes are kept. An image with nothing above the threshold gets the
+/// reference's placeholder: box (0, 0, 1, 1), label 0, score 0.
+public enum Detector {
+    /// Detections for every image of `locs` (N, n_priors, 4) and `scores` (N, n_priors, n_classes).
+    public static func detectObjects(locs: Tensor, scores: Tensor, priorsCxcy: [Float],
+                                     settings: DetectionSettings = DetectionSettings()) throws -> [[Detection]] {
+        let n = locs.dim(0), nPriors = priorsCxcy.count / 4
+        guard locs.shape == [n, nPriors, 4], scores.shape.count == 3, scores.dim(0) == n, scores.dim(1) == nPriors else {
+            throw DetectionError.shapeMismatch("detect: locs \(locs.shape) and scores \(scores.shape) do not match \(nPriors) priors")
+        }
+        guard settings.topK > 0, (0...1).contains(settings.maxOverlap) else {
+            throw DetectionError.shapeMismatch("detect: top_k must be positive and max_overlap in [0, 1]")
+        }
+        var results = [[Detection]](repeating: [], count: n)
+        results.withUnsafeMutableBufferPointer { out in
+            parallelFor(n) { images in
+                for i in images {
+                    out[i] = detectImage(locs: locs.data + i * nPriors * 4, scores: scores.data + i * nPriors * scores.dim(2),
+                                         classes: scores.dim(2), priorsCxcy: priorsCxcy, settings: settings)
+                }
+            }
+        }
+        return results
+    }
+
+    static func detectImage(locs: UnsafePointer<Float>, scores: UnsafePointer<Float>, classes: Int, priorsCxcy: [Float],
+                            settings: DetectionSettings) -> [Detection] {
+        let nPriors = priorsCxcy.count / 4
+        let boxes = Boxes.cxcyToXy(Boxes.decode(locs, count: nPriors, priors: priorsCxcy))
+        // Softmax per prior, as F.softmax: exp(x − max) / Σ exp(x − max).
+        var probabilities = [Float](repeating: 0, count: nPriors * classes)
+        for p in 0..<nPriors {
+            let row = scores + p * classes
+            var m = row[0]
+            for c in 1..<classes { m = max(m, row[c]) }
+            var s: Float = 0
+            for c in 0..<classes {
+                let e = expf(row[c] - m)
+                probabilities[p * classes + c] = e
+                s += e
+            }
+            for c in 0..<classes { probabilities[p * classes + c] /= s }
+        }
+        var found: [Detection] = []
+        var candidates: [Int] = []
+        var suppressed: [Bool] = []
+        for c in 1..<classes {
+            candidates.removeAll(keepingCapacity: true)
+            for p in 0..<nPriors where probabilities[p * classes + c] > settings.minScore { candidates.append(p) }
+            if candidates.isEmpty { continue }
+            candidates.sort { probabilities[$0 * classes + c] > probabilities[$1 * classes + c] }
+            suppressed = [Bool](repeating: false, count: candidates.count)
+            var kept = 0
+            for a in 0..<candidates.count where !suppressed[a] {
+                let pa = candidates[a]
+                found.append(Detection(box: Array(boxes[(4 * pa)..<(4 * pa + 4)]), label: c,
+                                       score: probabilities[pa * classes + c]))
+                kept += 1
+                // A class's later boxes all score below its `topK` kept ones: they can never
+                // enter the final top k, so stop here.
+                if kept == settings.topK { break }
+                for b in (a + 1)..<candidates.count where !suppressed[b] {
+                    if Boxes.iou(boxes, pa, boxes, candidates[b]) > settings.maxOverlap { suppressed[b] = true }
+                }
+            }
+        }
+        if found.isEmpty { return [Detection(box: [0, 0, 1, 1], label: 0, score: 0)] }
+        if found.count > settings.topK {
+            found.sort { $0.score > $1.score }
+            found.removeLast(found.count - settings.topK)
+        }
+        return found
+    }
+}
