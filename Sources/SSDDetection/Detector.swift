@@ -76,26 +76,43 @@ public enum Detector {
             for c in 0..<classes { probabilities[p * classes + c] /= s }
         }
         var found: [Detection] = []
-        var candidates: [Int] = []
-        var suppressed: [Bool] = []
+        var order: [UInt64] = []
+        var kept: [Float] = []  // boundary boxes kept so far in this class, four floats each
+        order.reserveCapacity(nPriors)
+        kept.reserveCapacity(4 * settings.topK)
         for c in 1..<classes {
-            candidates.removeAll(keepingCapacity: true)
-            for p in 0..<nPriors where probabilities[p * classes + c] > settings.minScore { candidates.append(p) }
-            if candidates.isEmpty { continue }
-            candidates.sort { probabilities[$0 * classes + c] > probabilities[$1 * classes + c] }
-            suppressed = [Bool](repeating: false, count: candidates.count)
-            var kept = 0
-            for a in 0..<candidates.count where !suppressed[a] {
-                let pa = candidates[a]
-                found.append(Detection(box: Array(boxes[(4 * pa)..<(4 * pa + 4)]), label: c,
-                                       score: probabilities[pa * classes + c]))
-                kept += 1
+            // Candidates sorted by descending score: a positive float's bits order as the float
+            // does, so (inverted score bits, prior) keys sort in one pass of integer compares.
+            order.removeAll(keepingCapacity: true)
+            for p in 0..<nPriors where probabilities[p * classes + c] > settings.minScore {
+                order.append(UInt64(~probabilities[p * classes + c].bitPattern) << 32 | UInt64(p))
+            }
+            if order.isEmpty { continue }
+            order.sort()
+            // Greedy NMS, checked lazily: a candidate survives unless it overlaps a kept box by
+            // more than maxOverlap (suppressed boxes suppress nothing, so this is the same as
+            // suppressing forward from each kept box).
+            kept.removeAll(keepingCapacity: true)
+            for key in order {
+                let p = Int(key & 0xFFFF_FFFF)
+                let x1 = boxes[4 * p], y1 = boxes[4 * p + 1], x2 = boxes[4 * p + 2], y2 = boxes[4 * p + 3]
+                let area = (x2 - x1) * (y2 - y1)
+                var suppressed = false
+                var k = 0
+                while k < kept.count {
+                    let w = max(min(x2, kept[k + 2]) - max(x1, kept[k]), 0)
+                    let h = max(min(y2, kept[k + 3]) - max(y1, kept[k + 1]), 0)
+                    let inter = w * h
+                    let keptArea = (kept[k + 2] - kept[k]) * (kept[k + 3] - kept[k + 1])
+                    if inter / (area + keptArea - inter) > settings.maxOverlap { suppressed = true; break }
+                    k += 4
+                }
+                if suppressed { continue }
+                kept += [x1, y1, x2, y2]
+                found.append(Detection(box: [x1, y1, x2, y2], label: c, score: probabilities[p * classes + c]))
                 // A class's later boxes all score below its `topK` kept ones: they can never
                 // enter the final top k, so stop here.
-                if kept == settings.topK { break }
-                for b in (a + 1)..<candidates.count where !suppressed[b] {
-                    if Boxes.iou(boxes, pa, boxes, candidates[b]) > settings.maxOverlap { suppressed[b] = true }
-                }
+                if kept.count == 4 * settings.topK { break }
             }
         }
         if found.isEmpty { return [Detection(box: [0, 0, 1, 1], label: 0, score: 0)] }

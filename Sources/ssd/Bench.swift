@@ -32,6 +32,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Write the figures as JSON to this file.")
     var json: String?
 
+    @Option(help: "Weights (safetensors, 21 classes) to time detection post-processing on a trained model's outputs; default: the untrained initialisation, which leaves far more boxes above the 0.01 threshold.")
+    var weights: String?
+
     func validate() throws {
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
         if trainBatch < 1 || inferenceBatches.contains(where: { $0 < 1 }) { throw ValidationError("batch sizes must be at least 1") }
@@ -41,6 +44,7 @@ struct Bench: ParsableCommand {
         engine.apply()
         var results: [String: Double] = [:]
         let model = SSD300(classCount: 21, algorithm: engine.algorithm)
+        if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
         if workload != .train {
             for batch in inferenceBatches {
                 let images = Tensor(shape: [batch, 3, 300, 300])
@@ -51,6 +55,20 @@ struct Bench: ParsableCommand {
                 results["inference_bs\(batch)_img_per_s"] = Double(batch) / seconds
                 print(String(format: "inference  batch %2d: %7.1f ms/batch  %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
             }
+            // Detection post-processing (decode, softmax, per-class NMS at min score 0.01, top 200)
+            // on the last batch's outputs.
+            let (locs, scores) = (model.locs, model.scores)
+            var boxes = 0
+            let seconds = try timed {
+                for _ in 0..<repeats {
+                    let found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy)
+                    boxes = found.reduce(0) { $0 + $1.count }
+                }
+            } / Double(repeats)
+            let perImage = seconds * 1000 / Double(locs.dim(0))
+            results["detect_ms_per_img"] = perImage
+            print(String(format: "detect post-processing: %7.2f ms/img (%d boxes kept over %d images, %@ weights)",
+                         perImage, boxes, locs.dim(0), weights == nil ? "untrained" : "given"))
         }
         if workload != .inference {
             let batch = trainBatch
