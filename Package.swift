@@ -29,15 +29,18 @@ let package = Package(
         .target(name: "SSDData", dependencies: ["SSDEngine", "CTurboJPEG", "CPNG"], swiftSettings: fast),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers"], swiftSettings: fast),
+        // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
+        .target(name: "SSDEvaluation", dependencies: [], swiftSettings: fast),
         .executableTarget(
             name: "ssd",
-            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop",
+            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

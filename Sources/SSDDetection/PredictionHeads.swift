@@ -35,8 +35,10 @@ final class PredictionHead {
     func forward(_ feature: Tensor, locs: Tensor, scores: Tensor) throws {
         let l = try loc.forward(feature)
         let c = try cls.forward(feature)
-        Self.scatter(l, k: 4, boxes: boxes, into: locs, offset: priorOffset)
-        Self.scatter(c, k: classes, boxes: boxes, into: scores, offset: priorOffset)
+        Profiler.measure("heads scatter") {
+            Self.scatter(l, k: 4, boxes: boxes, into: locs, offset: priorOffset)
+            Self.scatter(c, k: classes, boxes: boxes, into: scores, offset: priorOffset)
+        }
     }
 
     /// From the stacked gradients, accumulates both convolutions' parameter gradients and
@@ -45,11 +47,13 @@ final class PredictionHead {
     func backward(_ feature: Tensor, gradLocs: Tensor, gradScores: Tensor, featureGrad: Tensor, scratch: Tensor) throws {
         if locGrad.shape != loc.output.shape { locGrad = Tensor(shape: loc.output.shape) }
         if clsGrad.shape != cls.output.shape { clsGrad = Tensor(shape: cls.output.shape) }
-        Self.gather(gradLocs, k: 4, boxes: boxes, offset: priorOffset, into: locGrad)
-        Self.gather(gradScores, k: classes, boxes: boxes, offset: priorOffset, into: clsGrad)
+        Profiler.measure("heads gather") {
+            Self.gather(gradLocs, k: 4, boxes: boxes, offset: priorOffset, into: locGrad)
+            Self.gather(gradScores, k: classes, boxes: boxes, offset: priorOffset, into: clsGrad)
+        }
         try loc.backward(input: feature, outputGrad: locGrad, inputGrad: featureGrad)
         try cls.backward(input: feature, outputGrad: clsGrad, inputGrad: scratch)
-        add(scratch, into: featureGrad)
+        Profiler.measure("gradient sums") { add(scratch, into: featureGrad) }
     }
 
     /// map (N, boxes·k, H, W) → stacked[n, offset + (y·W + x)·boxes + b, j] = map[n, b·k + j, y, x]

@@ -87,8 +87,10 @@ public final class Conv2D {
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
         let k = try plan(x)
-        try k.forward(input: x.data, weight: weight.value.data, bias: bias.value.data, output: output.data)
-        if activation == .relu && !k.fusedReLU { try backend.reluForward(output.data, count: output.count) }
+        try Profiler.measure("\(name) forward") {
+            try k.forward(input: x.data, weight: weight.value.data, bias: bias.value.data, output: output.data)
+            if activation == .relu && !k.fusedReLU { try backend.reluForward(output.data, count: output.count) }
+        }
         return output
     }
 
@@ -100,13 +102,19 @@ public final class Conv2D {
         let k = try plan(x)
         try outputGrad.requireShape(k.shape.outputShape, layout: outputLayout, "\(name) output gradient")
         if activation == .relu {
-            try backend.reluBackward(output: output.data, grad: outputGrad.data, count: output.count)
+            try Profiler.measure("\(name) relu backward") {
+                try backend.reluBackward(output: output.data, grad: outputGrad.data, count: output.count)
+            }
         }
-        try k.backwardWeights(input: x.data, outputGrad: outputGrad.data, weightGrad: weight.grad.data,
-                              biasGrad: bias.grad.data)
+        try Profiler.measure("\(name) backward weights") {
+            try k.backwardWeights(input: x.data, outputGrad: outputGrad.data, weightGrad: weight.grad.data,
+                                  biasGrad: bias.grad.data)
+        }
         guard let inputGrad else { return }
         try inputGrad.requireShape(x.shape, layout: x.layout, "\(name) input gradient")
-        try k.backwardData(outputGrad: outputGrad.data, weight: weight.value.data, inputGrad: inputGrad.data)
+        try Profiler.measure("\(name) backward data") {
+            try k.backwardData(outputGrad: outputGrad.data, weight: weight.value.data, inputGrad: inputGrad.data)
+        }
     }
 }
 
@@ -165,7 +173,9 @@ public final class MaxPool2D {
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
         let k = try plan(x)
-        try k.forward(input: x.data, output: output.data)
+        try Profiler.measure("maxpool \(k.shape.inHeight)×\(k.shape.inWidth) forward") {
+            try k.forward(input: x.data, output: output.data)
+        }
         return output
     }
 
@@ -175,6 +185,8 @@ public final class MaxPool2D {
         guard let k = kernel else { throw EngineError.invalidArgument("max pooling backward before forward") }
         try outputGrad.requireShape(k.shape.outputShape, layout: k.layout, "max pooling output gradient")
         try inputGrad.requireShape(k.shape.inputShape, layout: k.layout, "max pooling input gradient")
-        try k.backward(outputGrad: outputGrad.data, inputGrad: inputGrad.data)
+        try Profiler.measure("maxpool \(k.shape.inHeight)×\(k.shape.inWidth) backward") {
+            try k.backward(outputGrad: outputGrad.data, inputGrad: inputGrad.data)
+        }
     }
 }

@@ -62,6 +62,7 @@ public final class L2Norm {
         try plan(x, backward: false)
         let c = channels, plane = x.dim(2) * x.dim(3), layout = x.layout
         let xp = x.data, yp = output.data, np = norms.data, sp = scale.value.data
+        Profiler.measure("l2norm forward") {
         forEachTile(x.shape) { n, pixels, _ in
             let norm = np + n * plane
             for p in pixels { norm[p] = 0 }
@@ -75,6 +76,7 @@ public final class L2Norm {
                 let s = sp[ch]
                 for p in pixels { yp[base + p * ps] = (xp[base + p * ps] / norm[p]) * s }
             }
+        }
         }
         return output
     }
@@ -93,6 +95,7 @@ public final class L2Norm {
         let c = channels, plane = x.dim(2) * x.dim(3), layout = x.layout
         let xp = x.data, gp = outputGrad.data, dxp = inputGrad.data, np = norms.data, sp = scale.value.data
         let partials = scalePartials.data, dotsp = dots.data
+        Profiler.measure("l2norm backward") {
         forEachTile(x.shape) { n, pixels, t in
             let norm = np + n * plane
             let dot = dotsp + t * Self.tile - pixels.lowerBound  // indexed by pixel
@@ -116,6 +119,7 @@ public final class L2Norm {
                     dxp[base + p * ps] = s * gp[base + p * ps] * inv - xp[base + p * ps] * dot[p] * inv * inv * inv
                 }
             }
+        }
         }
         let tileCount = scalePartials.dim(0)
         for ch in 0..<c {

@@ -29,6 +29,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions per workload (after one warm-up).")
     var repeats: Int = 3
 
+    @Flag(help: "Print where a training step's time goes, layer by layer.")
+    var profile = false
+
     @Option(help: "Write the figures as JSON to this file.")
     var json: String?
 
@@ -83,16 +86,22 @@ struct Bench: ParsableCommand {
             let sgd = SGD(parameters: model.parameters)
             let gl = Tensor(shape: [batch, 8732, 4]), gs = Tensor(shape: [batch, 8732, 21])
             func step() throws {
-                sgd.zeroGrad()
+                Profiler.measure("zero gradients") { sgd.zeroGrad() }
                 let (l, s) = try model.forward(images)
-                _ = try loss.compute(locs: l, scores: s, truths: truths, gradLocs: gl, gradScores: gs)
+                _ = try Profiler.measure("multibox loss") {
+                    try loss.compute(locs: l, scores: s, truths: truths, gradLocs: gl, gradScores: gs)
+                }
                 try model.backward(gradLocs: gl, gradScores: gs)
-                sgd.step()
+                Profiler.measure("sgd step") { sgd.step() }
             }
             try step()
+            Profiler.reset()
+            Profiler.isEnabled = profile
             let seconds = try timed { for _ in 0..<repeats { try step() } } / Double(repeats)
+            Profiler.isEnabled = false
             results["train_bs\(batch)_img_per_s"] = Double(batch) / seconds
             print(String(format: "train step batch %2d: %7.1f ms/step   %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
+            if profile { printProfile(stepSeconds: seconds) }
         }
         if let peak = peakResidentMiB() {
             results[workload == .inference ? "peak_rss_inference_mb" : "peak_rss_mb"] = peak
@@ -103,6 +112,22 @@ struct Bench: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
             try writeAtomically(data, to: URL(fileURLWithPath: json))
         }
+    }
+}
+
+extension Bench {
+    /// The profile of the timed steps: each region's ms per step and share of the step.
+    func printProfile(stepSeconds: Double) {
+        let rows = Profiler.report
+        print("\nwhere a training step's time goes (ms per step, share of the step):")
+        var covered = 0.0
+        for row in rows {
+            let ms = row.seconds / Double(repeats) * 1000
+            covered += ms
+            print(String(format: "  %8.1f ms  %5.1f%%  %@", ms, ms / (stepSeconds * 1000) * 100, row.name))
+        }
+        print(String(format: "  %8.1f ms  %5.1f%%  (everything else)", stepSeconds * 1000 - covered,
+                     (stepSeconds * 1000 - covered) / (stepSeconds * 1000) * 100))
     }
 }
 

@@ -5,5 +5,5 @@ struct SSDCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ssd",
         abstract: "SSD300 object detection: train, evaluate and detect, numerically faithful to the reference PyTorch tutorial.",
-        subcommands: [Bench.self, Info.self])
+        subcommands: [Bench.self, Info.self, MapCommand.self])
 }

@@ -1,0 +1,73 @@
+import Foundation
+
+/// The JSON exchange format of `ssd map` (that of the fixture `map_case.json`): per image lists
+/// `true_boxes`, `true_labels`, `true_difficulties`, `det_boxes`, `det_labels`, `det_scores`.
+public struct EvaluationFile {
+    public var truths: [EvaluationTruth]
+    public var detections: [EvaluationDetections]
+
+    public init(truths: [EvaluationTruth], detections: [EvaluationDetections]) {
+        self.truths = truths
+        self.detections = detections
+    }
+
+    /// Parses the file at `url`; errors name the file and the field.
+    public init(url: URL) throws {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw EvaluationError.invalid("\(url.path): cannot read (\(error.localizedDescription))")
+        }
+        try self.init(data: data, path: url.path)
+    }
+
+    public init(data: Data, path: String = "<memory>") throws {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw EvaluationError.invalid("\(path): not a JSON object")
+        }
+        func list(_ key: String) throws -> [Any] {
+            guard let value = object[key] as? [Any] else { throw EvaluationError.invalid("\(path): missing list '\(key)'") }
+            return value
+        }
+        func boxes(_ key: String, _ image: Int, _ value: Any) throws -> [[Float]] {
+            guard let rows = value as? [[Any]] else { throw EvaluationError.invalid("\(path): '\(key)'[\(image)] is not a list of boxes") }
+            return try rows.enumerated().map { j, row in
+                let numbers = row.compactMap { ($0 as? NSNumber)?.floatValue }
+                guard numbers.count == 4, row.count == 4, numbers.allSatisfy(\.isFinite) else {
+                    throw EvaluationError.invalid("\(path): '\(key)'[\(image)][\(j)] is not four numbers")
+                }
+                return numbers
+            }
+        }
+        func numbers(_ key: String, _ image: Int, _ value: Any) throws -> [Double] {
+            guard let row = value as? [Any] else { throw EvaluationError.invalid("\(path): '\(key)'[\(image)] is not a list") }
+            return try row.enumerated().map { j, v in
+                guard let n = v as? NSNumber else {
+                    throw EvaluationError.invalid("\(path): '\(key)'[\(image)][\(j)] is not a number")
+                }
+                return n.doubleValue
+            }
+        }
+        let keys = ["true_boxes", "true_labels", "true_difficulties", "det_boxes", "det_labels", "det_scores"]
+        let lists = try keys.map(list)
+        guard Set(lists.map(\.count)).count == 1 else {
+            throw EvaluationError.invalid("\(path): the lists \(keys.joined(separator: ", ")) must have one entry per image")
+        }
+        var truths: [EvaluationTruth] = [], detections: [EvaluationDetections] = []
+        for i in 0..<lists[0].count {
+            let t = EvaluationTruth(boxes: try boxes(keys[0], i, lists[0][i]), labels: try numbers(keys[1], i, lists[1][i]).map { Int($0) },
+                                    difficult: try numbers(keys[2], i, lists[2][i]).map { $0 != 0 })
+            let d = EvaluationDetections(boxes: try boxes(keys[3], i, lists[3][i]), labels: try numbers(keys[4], i, lists[4][i]).map { Int($0) },
+                                         scores: try numbers(keys[5], i, lists[5][i]).map { Float($0) })
+            guard t.boxes.count == t.labels.count, t.labels.count == t.difficult.count else {
+                throw EvaluationError.invalid("\(path): image \(i): true_boxes, true_labels and true_difficulties differ in length")
+            }
+            guard d.boxes.count == d.labels.count, d.labels.count == d.scores.count else {
+                throw EvaluationError.invalid("\(path): image \(i): det_boxes, det_labels and det_scores differ in length")
+            }
+            truths.append(t)
+            detections.append(d)
+        }
+        self.truths = truths
+        self.detections = detections
+    }
+}

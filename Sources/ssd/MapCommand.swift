@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import SSDEvaluation
+import SSDLayers
+
+extension APMetric: ExpressibleByArgument {}
+
+/// `ssd map`: scores a file of ground truth and detections, without a model.
+struct MapCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "map",
+        abstract: "Compute per-class AP and mAP from a JSON file of ground truth and detections.",
+        discussion: """
+            The input holds per-image lists: true_boxes, true_labels, true_difficulties, det_boxes, det_labels, \
+            det_scores (the schema of shared/fixtures/ssd300/map_case.json). Labels are 1…n; 0 is background.
+            """)
+
+    @Option(help: "The JSON file of ground truth and detections.")
+    var input: String
+
+    @Option(help: "voc07 (the reference's 11-point AP), voc12 (area under the curve) or coco (IoU 0.50:0.05:0.95).")
+    var metric: APMetric = .voc07
+
+    @Option(help: "Class names for labels 1…n, comma-separated. Default: the 20 VOC classes.")
+    var classes: String?
+
+    @Option(help: "Also write {\"mAP\", \"APs\", \"metric\"} to this JSON file.")
+    var json: String?
+
+    func validate() throws {
+        if let classes, classes.split(separator: ",").isEmpty { throw ValidationError("--classes needs at least one name") }
+    }
+
+    func run() throws {
+        let names = classes.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? vocClassNames
+        let file = try EvaluationFile(url: URL(fileURLWithPath: input))
+        let maxLabel = (file.truths.flatMap(\.labels) + file.detections.flatMap(\.labels)).max() ?? 0
+        guard maxLabel <= names.count else {
+            throw ValidationError("\(input): label \(maxLabel) but only \(names.count) class names (use --classes)")
+        }
+        let result = try MeanAveragePrecision.compute(truths: file.truths, detections: file.detections,
+                                                      classCount: names.count + 1, metric: metric)
+        printAPTable(names: names, result: result)
+        if let json { try writeAPJSON(names: names, result: result, to: json) }
+    }
+}
+
+/// Prints per-class APs and the mean, one line each.
+func printAPTable(names: [String], result: APResult) {
+    let width = max(names.map(\.count).max() ?? 5, 5)
+    for (name, ap) in zip(names, result.averagePrecisions) {
+        print(name.padding(toLength: width, withPad: " ", startingAt: 0) + String(format: "  %.4f", ap))
+    }
+    print("mAP".padding(toLength: width, withPad: " ", startingAt: 0)
+          + String(format: "  %.4f  (%@)", result.meanAveragePrecision, result.metric.rawValue))
+}
+
+/// Writes `{"mAP": …, "APs": {class name: AP}, "metric": …}` atomically.
+func writeAPJSON(names: [String], result: APResult, to path: String) throws {
+    var aps: [String: Double] = [:]
+    for (name, ap) in zip(names, result.averagePrecisions) { aps[name] = Double(ap) }
+    let object: [String: Any] = ["mAP": Double(result.meanAveragePrecision), "APs": aps, "metric": result.metric.rawValue]
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    try writeAtomically(data, to: URL(fileURLWithPath: path))
+}
