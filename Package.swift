@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
-        .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],

@@ -2,14 +2,6 @@ import Foundation
 import SSDEngine
 import SSDLayers
 
-/// Errors loading or saving model weights.
-public enum ModelError: Error, CustomStringConvertible {
-    case weights(String)
-    public var description: String {
-        switch self { case let .weights(m): return m }
-    }
-}
-
 /// SSD300 exactly as the reference builds it: a VGG16 base (pool3 in ceil mode, pool5
 /// 3×3/1/1, conv6 3×3 dilation 6, conv7 1×1), auxiliary convolutions conv8_1…conv11_2,
 /// conv4_3 L2-normalised with learnable scales, and loc/class prediction convolutions on six
@@ -18,19 +10,20 @@ public enum ModelError: Error, CustomStringConvertible {
 /// Parameters carry the reference's state_dict names. Buffers are planned on the first call
 /// for a batch size and reused after: a training step allocates nothing else in the network.
 public final class SSD300 {
-    public let classCount: Int
+    public let configuration: SSDConfiguration
+    public var classCount: Int { configuration.classCount }
     public let backend: Backend
     /// (8732, 4) centre-size priors, in prediction order.
     public let priorsCxcy: [Float]
 
-    /// The base in order: convolutions (each followed by a ReLU) and pools.
-    private enum Step { case conv(Conv2D), pool(MaxPool2D) }
+    /// The base in order: convolution blocks (each ending in a ReLU) and pools.
+    private enum Step { case conv(ConvBlock), pool(MaxPool2D) }
     private let baseSteps: [Step]
-    private let conv4_3: Conv2D
-    private let conv7: Conv2D
+    private let conv4_3: ConvBlock
+    private let conv7: ConvBlock
     private let l2norm: L2Norm
     /// conv8_1, conv8_2, …, conv11_2; each *_2 output is a prediction source.
-    private let auxConvs: [Conv2D]
+    private let auxConvs: [ConvBlock]
     private let heads: [PredictionHead]
 
     /// (N, 8732, 4) and (N, 8732, n_classes): the last forward's outputs.
@@ -53,71 +46,92 @@ public final class SSD300 {
     /// weights and zero biases for auxiliary and prediction convolutions, scales 20) and
     /// PyTorch's default initialisation for the base (replace it with VGG16 weights to train
     /// as the reference does).
-    public init(classCount: Int, algorithm: ConvolutionAlgorithm = .direct, backend: Backend = DNNLBackend(),
-                seed: UInt64 = 0) {
-        precondition(classCount >= 2, "SSD300 needs background plus at least one class")
-        self.classCount = classCount
+    public init(configuration: SSDConfiguration, algorithm: ConvolutionAlgorithm = .direct,
+                backend: Backend = DNNLBackend(), seed: UInt64 = 0) throws {
+        try configuration.validate()
+        self.configuration = configuration
         self.backend = backend
         self.priorsCxcy = Priors.centreSize()
+        let w = configuration.width, norm = configuration.batchNorm
         // Inside the network activations stay in the backend's preferred layout (nChw16c for
         // oneDNN), with bias and ReLU fused into each convolution where the backend can.
         func conv(_ name: String, _ i: Int, _ o: Int, _ k: Int, stride: Int = 1, padding: Int = 0,
-                  dilation: Int = 1) -> Conv2D {
-            Conv2D(name: name, inputChannels: i, outputChannels: o, kernelSize: k, stride: stride, padding: padding,
-                   dilation: dilation, activation: .relu, outputLayout: backend.preferredLayout(channels: o),
-                   algorithm: algorithm, backend: backend)
+                  dilation: Int = 1) -> ConvBlock {
+            ConvBlock(name, i, o, k, stride: stride, padding: padding, dilation: dilation, batchNorm: norm,
+                      algorithm: algorithm, backend: backend)
         }
         func pool(_ k: Int = 2, _ s: Int = 2, padding: Int = 0, ceil: Bool = false) -> Step {
             .pool(MaxPool2D(kernelSize: k, stride: s, padding: padding, ceilMode: ceil, backend: backend))
         }
-        conv4_3 = conv("base.conv4_3", 512, 512, 3, padding: 1)
-        conv7 = conv("base.conv7", 1024, 1024, 1)
+        conv4_3 = conv("base.conv4_3", w(512), w(512), 3, padding: 1)
+        conv7 = conv("base.conv7", w(1024), w(1024), 1)
         baseSteps = [
-            .conv(conv("base.conv1_1", 3, 64, 3, padding: 1)), .conv(conv("base.conv1_2", 64, 64, 3, padding: 1)), pool(),
-            .conv(conv("base.conv2_1", 64, 128, 3, padding: 1)), .conv(conv("base.conv2_2", 128, 128, 3, padding: 1)), pool(),
-            .conv(conv("base.conv3_1", 128, 256, 3, padding: 1)), .conv(conv("base.conv3_2", 256, 256, 3, padding: 1)),
-            .conv(conv("base.conv3_3", 256, 256, 3, padding: 1)), pool(ceil: true),
-            .conv(conv("base.conv4_1", 256, 512, 3, padding: 1)), .conv(conv("base.conv4_2", 512, 512, 3, padding: 1)),
+            .conv(conv("base.conv1_1", 3, w(64), 3, padding: 1)), .conv(conv("base.conv1_2", w(64), w(64), 3, padding: 1)), pool(),
+            .conv(conv("base.conv2_1", w(64), w(128), 3, padding: 1)), .conv(conv("base.conv2_2", w(128), w(128), 3, padding: 1)),
+            pool(),
+            .conv(conv("base.conv3_1", w(128), w(256), 3, padding: 1)), .conv(conv("base.conv3_2", w(256), w(256), 3, padding: 1)),
+            .conv(conv("base.conv3_3", w(256), w(256), 3, padding: 1)), pool(ceil: true),
+            .conv(conv("base.conv4_1", w(256), w(512), 3, padding: 1)), .conv(conv("base.conv4_2", w(512), w(512), 3, padding: 1)),
             .conv(conv4_3), pool(),
-            .conv(conv("base.conv5_1", 512, 512, 3, padding: 1)), .conv(conv("base.conv5_2", 512, 512, 3, padding: 1)),
-            .conv(conv("base.conv5_3", 512, 512, 3, padding: 1)), pool(3, 1, padding: 1),
-            .conv(conv("base.conv6", 512, 1024, 3, padding: 6, dilation: 6)), .conv(conv7),
+            .conv(conv("base.conv5_1", w(512), w(512), 3, padding: 1)), .conv(conv("base.conv5_2", w(512), w(512), 3, padding: 1)),
+            .conv(conv("base.conv5_3", w(512), w(512), 3, padding: 1)), pool(3, 1, padding: 1),
+            .conv(conv("base.conv6", w(512), w(1024), 3, padding: 6, dilation: 6)), .conv(conv7),
         ]
-        l2norm = L2Norm(channels: 512)
+        l2norm = L2Norm(channels: w(512))
         auxConvs = [
-            conv("aux_convs.conv8_1", 1024, 256, 1), conv("aux_convs.conv8_2", 256, 512, 3, stride: 2, padding: 1),
-            conv("aux_convs.conv9_1", 512, 128, 1), conv("aux_convs.conv9_2", 128, 256, 3, stride: 2, padding: 1),
-            conv("aux_convs.conv10_1", 256, 128, 1), conv("aux_convs.conv10_2", 128, 256, 3),
-            conv("aux_convs.conv11_1", 256, 128, 1), conv("aux_convs.conv11_2", 128, 256, 3),
+            conv("aux_convs.conv8_1", w(1024), w(256), 1), conv("aux_convs.conv8_2", w(256), w(512), 3, stride: 2, padding: 1),
+            conv("aux_convs.conv9_1", w(512), w(128), 1), conv("aux_convs.conv9_2", w(128), w(256), 3, stride: 2, padding: 1),
+            conv("aux_convs.conv10_1", w(256), w(128), 1), conv("aux_convs.conv10_2", w(128), w(256), 3),
+            conv("aux_convs.conv11_1", w(256), w(128), 1), conv("aux_convs.conv11_2", w(128), w(256), 3),
         ]
-        let sources: [(String, Int)] = [("conv4_3", 512), ("conv7", 1024), ("conv8_2", 512), ("conv9_2", 256),
-                                        ("conv10_2", 256), ("conv11_2", 256)]
+        let sources: [(String, Int)] = [("conv4_3", w(512)), ("conv7", w(1024)), ("conv8_2", w(512)), ("conv9_2", w(256)),
+                                        ("conv10_2", w(256)), ("conv11_2", w(256))]
         var offset = 0
         var heads: [PredictionHead] = []
         for (spec, (name, channels)) in zip(Priors.ssd300, sources) {
             heads.append(PredictionHead(featureName: name, inputChannels: channels, boxes: spec.boxesPerLocation,
-                                        classes: classCount, priorOffset: offset, algorithm: algorithm, backend: backend))
+                                        classes: configuration.classCount, priorOffset: offset, algorithm: algorithm,
+                                        backend: backend))
             offset += spec.size * spec.size * spec.boxesPerLocation
         }
         self.heads = heads
 
         var rng = SeededRandom(seed: seed)
         for case let .conv(c) in baseSteps {
-            Initializer.pytorchDefault(weight: c.weight.value, bias: c.bias.value, rng: &rng)
+            Initializer.pytorchDefault(weight: c.conv.weight.value, bias: c.conv.bias.value, rng: &rng)
         }
-        for c in auxConvs + heads.flatMap({ [$0.loc, $0.cls] }) {
+        for c in auxConvs.map(\.conv) + heads.flatMap({ [$0.loc, $0.cls] }) {
             Initializer.xavierUniform(c.weight.value, rng: &rng)
             c.bias.value.zero()
         }
     }
 
-    private var baseConvs: [Conv2D] { baseSteps.compactMap { if case let .conv(c) = $0 { return c } else { return nil } } }
+    /// The reference network with `classCount` classes (21 for Pascal VOC).
+    public convenience init(classCount: Int, algorithm: ConvolutionAlgorithm = .direct, backend: Backend = DNNLBackend(),
+                            seed: UInt64 = 0) {
+        precondition(classCount >= 2, "SSD300 needs background plus at least one class")
+        // The reference configuration always validates.
+        try! self.init(configuration: SSDConfiguration(classCount: classCount), algorithm: algorithm, backend: backend,
+                       seed: seed)
+    }
+
+    private var blocks: [ConvBlock] {
+        baseSteps.compactMap { if case let .conv(c) = $0 { return c } else { return nil } } + auxConvs
+    }
     private var headConvs: [Conv2D] { heads.map(\.loc) + heads.map(\.cls) }
 
     /// Every parameter in the reference's state_dict order: `rescale_factors`, the base, the
     /// auxiliary convolutions, then the loc and class prediction convolutions.
     public var parameters: [Parameter] {
-        l2norm.parameters + (baseConvs + auxConvs + headConvs).flatMap(\.parameters)
+        l2norm.parameters + blocks.flatMap(\.parameters) + headConvs.flatMap(\.parameters)
+    }
+
+    /// Non-learned state saved with the weights: batch normalisation's running statistics.
+    public var buffers: [(String, Tensor)] { blocks.compactMap(\.norm).flatMap(\.buffers) }
+
+    /// Training mode (batch statistics in batch normalisation) or evaluation mode.
+    public var isTraining: Bool = true {
+        didSet { for n in blocks.compactMap(\.norm) { n.isTraining = isTraining } }
     }
 
     /// Parameters by state_dict name.
@@ -125,7 +139,7 @@ public final class SSD300 {
 
     /// The convolution algorithm of every layer; changing it re-plans at the next call.
     public func setAlgorithm(_ algorithm: ConvolutionAlgorithm) {
-        for c in baseConvs + auxConvs + headConvs { c.algorithm = algorithm }
+        for c in blocks.map(\.conv) + headConvs { c.algorithm = algorithm }
     }
 
     /// Forward pass on `images` (N, 3, 300, 300), normalised RGB. Returns the model's `locs`
@@ -150,9 +164,9 @@ public final class SSD300 {
             }
         }
         var features = [try l2norm.forward(conv4_3.output), conv7.output]
-        for c in auxConvs {
+        for (index, c) in auxConvs.enumerated() {
             x = try c.forward(x)
-            if c.weight.name.hasSuffix("_2.weight") { features.append(x) }
+            if index % 2 == 1 { features.append(x) }  // conv8_2, conv9_2, conv10_2, conv11_2
         }
         for (head, feature) in zip(heads, features) { try head.forward(feature, locs: locs, scores: scores) }
         return (locs, scores)
@@ -240,20 +254,31 @@ public final class SSD300 {
     /// Zeroes every parameter's gradient.
     public func zeroGrad() { for p in parameters { p.zeroGrad() } }
 
-    /// Loads every parameter from a safetensors file under its state_dict name. Every
-    /// parameter must be present with its exact shape; the error names the first that is not.
+    /// Every saved tensor: the parameters, then the buffers.
+    public var stateTensors: [(String, Tensor)] { parameters.map { ($0.name, $0.value) } + buffers }
+
+    /// Loads every parameter (and buffer) from a safetensors file under its state_dict name.
+    /// Every one must be present with its exact shape; the error names the first that is not.
     public func load(_ file: SafetensorsFile) throws {
-        for p in parameters { try file.load(p.name, into: p.value) }
+        for (name, tensor) in stateTensors { try file.load(name, into: tensor) }
     }
 
     /// Loads weights from a safetensors file at `url`.
     public func load(contentsOf url: URL) throws { try load(try SafetensorsFile(url: url)) }
 
-    /// Saves every parameter (F32) with `metadata`, atomically.
+    /// A model built as a checkpoint's metadata describes, with its weights loaded.
+    public static func load(contentsOf url: URL, algorithm: ConvolutionAlgorithm = .direct,
+                            backend: Backend = DNNLBackend()) throws -> SSD300 {
+        let file = try SafetensorsFile(url: url)
+        let model = try SSD300(configuration: SSDConfiguration(metadata: file.metadata, file: file), algorithm: algorithm,
+                               backend: backend)
+        try model.load(file)
+        return model
+    }
+
+    /// Saves every parameter and buffer (F32) with the configuration and `metadata`, atomically.
     public func save(to url: URL, metadata: [String: String] = [:]) throws {
-        var m = metadata
-        m["n_classes"] = String(classCount)
-        m["naming"] = "tutorial state_dict"
-        try SafetensorsWriter.write(parameters.map { ($0.name, $0.value) }, metadata: m, to: url)
+        let m = metadata.merging(configuration.metadata) { _, ours in ours }
+        try SafetensorsWriter.write(stateTensors, metadata: m, to: url)
     }
 }

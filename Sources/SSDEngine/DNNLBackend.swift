@@ -6,6 +6,8 @@ import CDNNL
 /// oneDNN fall back to its reference implementation, about 2000× slower.)
 public final class DNNLBackend: Backend {
     public let name = "onednn"
+    /// Staging memory shared by all of this backend's kernels.
+    private let arena = DNNLArena()
     private var reluCache: [Int: (fwd: DNNLPrimitive, bwd: DNNLPrimitive, data: DNNLMemory, diff: DNNLMemory)] = [:]
 
     public init() {}
@@ -19,7 +21,8 @@ public final class DNNLBackend: Backend {
                             output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
         try checkLayout(input, channels: shape.inChannels)
         try checkLayout(output, channels: shape.outChannels)
-        return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU)
+        return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU,
+                                   arena: arena)
     }
 
     public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel {
@@ -126,12 +129,14 @@ final class DNNLConvolution: ConvolutionKernel {
     /// never pays for them.
     private var backward: DNNLConvolutionBackward?
     private let descs: DNNLConvolutionDescs
+    private let arena: DNNLArena
     private let algorithmKind: dnnl_alg_kind_t
     private let biasScratch: Tensor  // (Cout): zero bias for forward calls without one
 
     init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout, output: ActivationLayout,
-         fusedReLU wantReLU: Bool) throws {
+         fusedReLU wantReLU: Bool, arena: DNNLArena) throws {
         try shape.validate()
+        self.arena = arena
         self.shape = shape
         inputLayout = input
         outputLayout = output
@@ -168,10 +173,12 @@ final class DNNLConvolution: ConvolutionKernel {
         fwd = primitive
         fusedReLU = fused
         implementation = fwd.implementation
-        fwdSrc = try DNNLStaging(user: d.userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false)
+        fwdSrc = try DNNLStaging(user: d.userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false,
+                                 arena: arena, role: .forwardSource)
         fwdWeights = try DNNLStaging(user: d.userWeights, internal: fwd.queryDesc(dnnl_query_weights_md),
-                                     needsIn: true, needsOut: false)
-        fwdDst = try DNNLStaging(user: d.userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true)
+                                     needsIn: true, needsOut: false, arena: arena, role: .forwardWeights)
+        fwdDst = try DNNLStaging(user: d.userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true,
+                                 arena: arena, role: .forwardDestination)
         fwdBias = try DNNLMemory(d.bias, own: false)
         descs = d
         algorithmKind = chosen
@@ -182,7 +189,7 @@ final class DNNLConvolution: ConvolutionKernel {
         // The backward primitives need the forward's hint only; the fused ReLU's mask is the
         // caller's to apply (it has the output).
         if let b = backward { return b }
-        let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd)
+        let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd, arena: arena)
         backward = b
         return b
     }
@@ -223,10 +230,10 @@ final class DNNLConvolutionBackward {
     private let bwdWeights: DNNLPrimitive
     private let bwSrc, bwDiffDst, bwDiffWeights: DNNLStaging
     private let bwDiffBias: DNNLMemory
-    private let weightScratch: Tensor  // (Cout, Cin, kh, kw): this call's weight gradient
-    private let biasScratch: Tensor    // (Cout)
+    private let biasScratch: Tensor    // (Cout): this call's bias gradient, added to the caller's
 
-    init(_ s: ConvolutionShape, descs: DNNLConvolutionDescs, algorithm chosen: dnnl_alg_kind_t, forward fwd: DNNLPrimitive) throws {
+    init(_ s: ConvolutionShape, descs: DNNLConvolutionDescs, algorithm chosen: dnnl_alg_kind_t, forward fwd: DNNLPrimitive,
+         arena: DNNLArena) throws {
         shape = s
         var d = descs
         // Backward data: its own layouts, with the forward as the hint.
@@ -236,11 +243,11 @@ final class DNNLConvolutionBackward {
                       "convolution_backward_data_desc_init \(s)")
         bwdData = try DNNLPrimitive(opDesc: &bdDesc, hint: fwd.pd, what: "convolution backward data \(s)")
         bdDiffDst = try DNNLStaging(user: d.userDst, internal: bwdData.queryDesc(dnnl_query_diff_dst_md),
-                                    needsIn: true, needsOut: false)
+                                    needsIn: true, needsOut: false, arena: arena, role: .backwardDataDiffDestination)
         bdWeights = try DNNLStaging(user: d.userWeights, internal: bwdData.queryDesc(dnnl_query_weights_md),
-                                    needsIn: true, needsOut: false)
+                                    needsIn: true, needsOut: false, arena: arena, role: .backwardDataWeights)
         bdDiffSrc = try DNNLStaging(user: d.userSrc, internal: bwdData.queryDesc(dnnl_query_diff_src_md),
-                                    needsIn: false, needsOut: true)
+                                    needsIn: false, needsOut: true, arena: arena, role: .backwardDataDiffSource)
 
         // Backward weights.
         var bwDesc = dnnl_convolution_desc_t()
@@ -249,13 +256,15 @@ final class DNNLConvolutionBackward {
                       "convolution_backward_weights_desc_init \(s)")
         bwdWeights = try DNNLPrimitive(opDesc: &bwDesc, hint: fwd.pd, what: "convolution backward weights \(s)")
         bwSrc = try DNNLStaging(user: d.userSrc, internal: bwdWeights.queryDesc(dnnl_query_src_md),
-                                needsIn: true, needsOut: false)
+                                needsIn: true, needsOut: false, arena: arena, role: .backwardWeightsSource)
         bwDiffDst = try DNNLStaging(user: d.userDst, internal: bwdWeights.queryDesc(dnnl_query_diff_dst_md),
-                                    needsIn: true, needsOut: false)
+                                    needsIn: true, needsOut: false, arena: arena, role: .backwardWeightsDiffDestination)
+        // oneDNN overwrites its outputs; the contract is to accumulate, so the weight gradient
+        // lands in the arena and a summing reorder adds it to the caller's.
         bwDiffWeights = try DNNLStaging(user: d.userWeights, internal: bwdWeights.queryDesc(dnnl_query_diff_weights_md),
-                                        needsIn: false, needsOut: true)
+                                        needsIn: false, needsOut: true, arena: arena, role: .backwardWeightsDiffWeights,
+                                        accumulate: true)
         bwDiffBias = try DNNLMemory(d.bias, own: false)
-        weightScratch = Tensor(shape: s.weightShape)
         biasScratch = Tensor(shape: [s.outChannels])
     }
 
@@ -272,14 +281,11 @@ final class DNNLConvolutionBackward {
                  weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
         try bwSrc.load(input)
         try bwDiffDst.load(outputGrad)
-        try bwDiffWeights.bindOutput(weightScratch.data)
+        try bwDiffWeights.bindOutput(weightGrad)
         try bwDiffBias.bind(biasScratch.data)
         try bwdWeights.execute([(DNNL_ARG_SRC, bwSrc.internalMemory), (DNNL_ARG_DIFF_DST, bwDiffDst.internalMemory),
                                 (DNNL_ARG_DIFF_WEIGHTS, bwDiffWeights.internalMemory), (DNNL_ARG_DIFF_BIAS, bwDiffBias)])
-        try bwDiffWeights.store()
-        // oneDNN overwrites its outputs; the contract is to accumulate.
-        let w = weightScratch.data
-        for i in 0..<weightScratch.count { weightGrad[i] += w[i] }
+        try bwDiffWeights.store()  // weightGrad += this call's gradient
         if let biasGrad {
             for i in 0..<shape.outChannels { biasGrad[i] += biasScratch.data[i] }
         }

@@ -93,12 +93,12 @@ final class DNNLPrimitive {
         primitive = prim!
     }
 
-    /// A reorder between two descriptors.
-    init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t) throws {
+    /// A reorder between two descriptors (with `attr`, e.g. a sum post-op to accumulate).
+    init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t, attr: dnnl_primitive_attr_t? = nil) throws {
         var s = src, d = dst
         var p: dnnl_primitive_desc_t?
         let engine = DNNLContext.shared.engine
-        try dnnlCheck(dnnl_reorder_primitive_desc_create(&p, &s, engine, &d, engine, nil), "reorder_primitive_desc_create")
+        try dnnlCheck(dnnl_reorder_primitive_desc_create(&p, &s, engine, &d, engine, attr), "reorder_primitive_desc_create")
         pd = p!
         var prim: dnnl_primitive_t?
         try dnnlCheck(dnnl_primitive_create(&prim, pd), "reorder primitive_create")
@@ -139,43 +139,88 @@ func sameLayout(_ a: dnnl_memory_desc_t, _ b: dnnl_memory_desc_t) -> Bool {
     return dnnl_memory_desc_equal(&x, &y) != 0
 }
 
+/// What a staging buffer holds; each role has one region in the arena.
+enum StagingRole: Int, CaseIterable {
+    case forwardSource, forwardWeights, forwardDestination
+    case backwardDataDiffDestination, backwardDataWeights, backwardDataDiffSource
+    case backwardWeightsSource, backwardWeightsDiffDestination, backwardWeightsDiffWeights
+}
+
+/// Scratch memory shared by every kernel of one backend: a region per staging role, grown to
+/// the largest need. Kernels run one at a time and use their staging only within a call, so
+/// one region serves every layer — instead of a weights-sized and activation-sized buffer per
+/// layer. (One backend instance therefore serves one thread at a time.)
+final class DNNLArena {
+    private var regions: [StagingRole: (pointer: UnsafeMutableRawPointer, bytes: Int)] = [:]
+
+    /// The region for `role`, at least `bytes` long. Growing it frees the old region: callers
+    /// bind the pointer anew before every use.
+    func region(_ role: StagingRole, bytes: Int) -> UnsafeMutableRawPointer {
+        if let r = regions[role], r.bytes >= bytes { return r.pointer }
+        regions[role]?.pointer.deallocate()
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
+        regions[role] = (pointer, max(bytes, 64))
+        return pointer
+    }
+
+    deinit { for r in regions.values { r.pointer.deallocate() } }
+}
+
 /// Caller data in a plain layout (`user`) seen by a primitive that wants `internal`: either
-/// the caller's memory directly, or an owned buffer plus reorders in either direction.
+/// the caller's memory directly, or an arena region plus reorders in either direction. With
+/// `accumulate`, results are added into the caller's memory (a reorder with a sum post-op)
+/// rather than written over it.
 final class DNNLStaging {
     let user: DNNLMemory
     let internalMemory: DNNLMemory
     private let toInternal: DNNLPrimitive?
     private let toUser: DNNLPrimitive?
+    private let arena: DNNLArena
+    private let role: StagingRole
+    private let bytes: Int
 
-    init(user userDesc: dnnl_memory_desc_t, internal internalDesc: dnnl_memory_desc_t,
-         needsIn: Bool, needsOut: Bool) throws {
+    init(user userDesc: dnnl_memory_desc_t, internal internalDesc: dnnl_memory_desc_t, needsIn: Bool, needsOut: Bool,
+         arena: DNNLArena, role: StagingRole, accumulate: Bool = false) throws {
+        self.arena = arena
+        self.role = role
+        var d = internalDesc
+        bytes = dnnl_memory_desc_get_size(&d)
         user = try DNNLMemory(userDesc, own: false)
-        if sameLayout(userDesc, internalDesc) {
+        if sameLayout(userDesc, internalDesc) && !accumulate {
             internalMemory = user
             toInternal = nil
             toUser = nil
         } else {
-            internalMemory = try DNNLMemory(internalDesc, own: true)
+            internalMemory = try DNNLMemory(internalDesc, own: false)
             toInternal = needsIn ? try DNNLPrimitive(reorderFrom: userDesc, to: internalDesc) : nil
-            toUser = needsOut ? try DNNLPrimitive(reorderFrom: internalDesc, to: userDesc) : nil
+            let sum = accumulate ? try DNNLAttributes(sumPostOp: true) : nil
+            toUser = needsOut ? try DNNLPrimitive(reorderFrom: internalDesc, to: userDesc, attr: sum?.handle) : nil
         }
     }
 
     /// Whether the primitive works on the caller's memory directly.
     var isDirect: Bool { internalMemory === user }
 
+    private func bindInternal() throws {
+        if !isDirect { try internalMemory.bind(arena.region(role, bytes: bytes)) }
+    }
+
     /// Binds the caller's pointer and reorders it into the internal layout when they differ.
     func load(_ pointer: UnsafeRawPointer) throws {
         try user.bind(pointer)
+        try bindInternal()
         if let r = toInternal {
             try r.execute([(DNNL_ARG_FROM, user), (DNNL_ARG_TO, internalMemory)])
         }
     }
 
     /// Binds the caller's pointer (for an output written by the primitive).
-    func bindOutput(_ pointer: UnsafeMutableRawPointer) throws { try user.bind(pointer) }
+    func bindOutput(_ pointer: UnsafeMutableRawPointer) throws {
+        try user.bind(pointer)
+        try bindInternal()
+    }
 
-    /// Reorders the internal result back into the caller's memory when they differ.
+    /// Reorders (or adds) the internal result back into the caller's memory when they differ.
     func store() throws {
         if let r = toUser {
             try r.execute([(DNNL_ARG_FROM, internalMemory), (DNNL_ARG_TO, user)])
@@ -193,21 +238,22 @@ extension ActivationLayout {
     }
 }
 
-/// Primitive attributes (owned); for now only a ReLU post-op.
+/// Primitive attributes (owned): a ReLU post-op (convolution epilogue) or a sum post-op
+/// (a reorder that accumulates into its destination).
 final class DNNLAttributes {
     let handle: dnnl_primitive_attr_t
 
-    init(reluPostOp: Bool) throws {
+    init(reluPostOp: Bool = false, sumPostOp: Bool = false) throws {
         var a: dnnl_primitive_attr_t?
         try dnnlCheck(dnnl_primitive_attr_create(&a), "primitive_attr_create")
         handle = a!
-        if reluPostOp {
-            var p: dnnl_post_ops_t?
-            try dnnlCheck(dnnl_post_ops_create(&p), "post_ops_create")
-            defer { dnnl_post_ops_destroy(p) }
-            try dnnlCheck(dnnl_post_ops_append_eltwise(p, 1, dnnl_eltwise_relu, 0, 0), "post_ops_append_eltwise")
-            try dnnlCheck(dnnl_primitive_attr_set_post_ops(handle, p), "primitive_attr_set_post_ops")
-        }
+        guard reluPostOp || sumPostOp else { return }
+        var p: dnnl_post_ops_t?
+        try dnnlCheck(dnnl_post_ops_create(&p), "post_ops_create")
+        defer { dnnl_post_ops_destroy(p) }
+        if sumPostOp { try dnnlCheck(dnnl_post_ops_append_sum(p, 1), "post_ops_append_sum") }
+        if reluPostOp { try dnnlCheck(dnnl_post_ops_append_eltwise(p, 1, dnnl_eltwise_relu, 0, 0), "post_ops_append_eltwise") }
+        try dnnlCheck(dnnl_primitive_attr_set_post_ops(handle, p), "primitive_attr_set_post_ops")
     }
 
     deinit { dnnl_primitive_attr_destroy(handle) }

@@ -109,7 +109,8 @@ public final class BatchNorm2D {
 
     /// From `outputGrad` and the forward's input `x`: accumulates d loss/d γ and d loss/d β and,
     /// when `inputGrad` is given, writes d loss/d x. With a ReLU, masks `outputGrad` in place
-    /// first. In evaluation mode the statistics are constants.
+    /// first. In evaluation mode the statistics are constants. `inputGrad` may be `outputGrad`
+    /// itself (each element is read before it is written).
     public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
         try outputGrad.requireShape(output.shape, layout: output.layout, "\(name) output gradient")
         try x.requireShape(output.shape, layout: output.layout, "\(name) input")

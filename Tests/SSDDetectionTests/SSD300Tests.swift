@@ -72,3 +72,55 @@ final class SSD300Tests: XCTestCase {
         XCTAssertTrue(model.parameters.allSatisfy { $0.grad.array.allSatisfy(\.isFinite) })
     }
 }
+
+/// The compact configuration (1/8 widths, batch normalisation) used by the demo.
+final class CompactSSDTests: XCTestCase {
+    func testCompactModelLearnsAFixedBatch() throws {
+        let model = try SSD300(configuration: .compact(classCount: 3), algorithm: .winograd, seed: 1)
+        XCTAssertNotNil(model.parameter(named: "base.bn1_1.weight"))
+        XCTAssertEqual(model.parameter(named: "base.conv1_1.weight")?.shape, [8, 3, 3, 3])
+        XCTAssertEqual(model.parameter(named: "pred_convs.cl_conv7.weight")?.shape, [18, 128, 3, 3])
+        XCTAssertTrue(model.buffers.contains { $0.0 == "aux_convs.bn11_2.running_var" })
+        let images = randomTensor([2, 3, 300, 300], seed: 2)
+        let truths = [GroundTruth(boxes: [0.1, 0.2, 0.5, 0.7], labels: [1]),
+                      GroundTruth(boxes: [0.4, 0.4, 0.9, 0.8, 0.05, 0.05, 0.3, 0.3], labels: [2, 1])]
+        let loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
+        let sgd = SGD(parameters: model.parameters, configuration: SGDConfiguration(learningRate: 1e-2, decayIterations: []))
+        let gl = Tensor(shape: [2, 8732, 4]), gs = Tensor(shape: [2, 8732, 3])
+        var losses: [Float] = []
+        for _ in 0..<15 {
+            sgd.zeroGrad()
+            let (l, s) = try model.forward(images)
+            losses.append(try loss.compute(locs: l, scores: s, truths: truths, gradLocs: gl, gradScores: gs))
+            try model.backward(gradLocs: gl, gradScores: gs)
+            sgd.step()
+        }
+        print("[measure] compact model losses on a fixed batch: \(losses.first!) → \(losses.last!)")
+        XCTAssertTrue(losses.allSatisfy(\.isFinite))
+        XCTAssertLessThan(losses.last!, 0.5 * losses.first!, "fifteen steps on one batch should more than halve the loss")
+    }
+
+    func testCheckpointCarriesTheConfiguration() throws {
+        let model = try SSD300(configuration: .compact(classCount: 4), seed: 3)
+        model.isTraining = true
+        try model.forward(randomTensor([1, 3, 300, 300], seed: 4))  // moves the running statistics
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssd-compact-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("compact.safetensors")
+        try model.save(to: url, metadata: ["class_names": "a,b,c"])
+        let loaded = try SSD300.load(contentsOf: url)
+        XCTAssertEqual(loaded.configuration, model.configuration)
+        for ((n1, t1), (n2, t2)) in zip(model.stateTensors, loaded.stateTensors) {
+            XCTAssertEqual(n1, n2)
+            XCTAssertEqual(t1.array, t2.array, n1)
+        }
+        // Same weights, same statistics: evaluation-mode outputs agree exactly.
+        model.isTraining = false
+        loaded.isTraining = false
+        let x = randomTensor([1, 3, 300, 300], seed: 5)
+        let a = try model.forward(x).scores.array
+        XCTAssertEqual(try loaded.forward(x).scores.array, a)
+        XCTAssertThrowsError(try SSD300(configuration: SSDConfiguration(classCount: 3, widthDivisor: 3)))
+    }
+}
