@@ -18,6 +18,8 @@ let package = Package(
         // C shim: oneDNN (Debian's libdnnl-dev), nothing else in it.
         .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
+                       providers: [.apt(["libfreetype-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL"], swiftSettings: fast),
@@ -31,9 +33,11 @@ let package = Package(
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers"], swiftSettings: fast),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
         .target(name: "SSDEvaluation", dependencies: [], swiftSettings: fast),
+        // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
+        .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"], swiftSettings: fast),
         .executableTarget(
             name: "ssd",
-            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation",
+            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
@@ -41,6 +45,7 @@ let package = Package(
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,1 @@
+// Graphics: annotated detections and plots (issue 6).
