@@ -7,7 +7,8 @@ import SSDLayers
 public struct SSDConfiguration: Equatable, Sendable {
     /// Classes including background (21 for Pascal VOC).
     public var classCount: Int
-    /// Every convolution's channel count is VGG's divided by this (1 = the reference).
+    /// Every convolution's channel count is VGG's divided by this (1 = the reference), but
+    /// at least 16, so every layer stays in oneDNN's blocked nChw16c layout.
     public var widthDivisor: Int
     /// Batch normalisation (then ReLU) after each base and auxiliary convolution — not in the
     /// reference; it lets the compact model learn without pretrained weights.
@@ -19,13 +20,13 @@ public struct SSDConfiguration: Equatable, Sendable {
         self.batchNorm = batchNorm
     }
 
-    /// The compact demo model: 1/8 of VGG's widths, with batch normalisation.
+    /// The compact demo model: 1/8 of VGG's widths (16 channels at least), with batch normalisation.
     public static func compact(classCount: Int) -> SSDConfiguration {
         SSDConfiguration(classCount: classCount, widthDivisor: 8, batchNorm: true)
     }
 
-    /// VGG width `c` scaled down.
-    func width(_ c: Int) -> Int { max(c / widthDivisor, 1) }
+    /// VGG width `c` scaled down (never below 16 channels).
+    func width(_ c: Int) -> Int { widthDivisor == 1 ? c : max(c / widthDivisor, 16) }
 
     /// Throws unless the configuration can be built.
     public func validate() throws {

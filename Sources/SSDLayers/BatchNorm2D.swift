@@ -5,6 +5,10 @@ import SSDEngine
 /// batch's statistics and updates the running ones (mean, and the unbiased variance, with
 /// `momentum`); in evaluation mode it uses the running statistics. Works in NCHW or nChw16c;
 /// the output has the input's layout.
+///
+/// The loops run on 16-float vectors: in nChw16c a vector is one pixel's 16 channels of a
+/// block; in NCHW, 16 consecutive pixels of one channel. Sums are taken per row in f32 and
+/// gathered in Double, so statistics over millions of pixels keep their precision.
 public final class BatchNorm2D {
     /// γ (C), initialised to 1.
     public let weight: Parameter
@@ -25,9 +29,12 @@ public final class BatchNorm2D {
 
     /// (N, C, H, W): the last forward's output.
     public private(set) var output = Tensor(shape: [0])
-    /// (C): the statistics the last forward normalised with, and 1/√(var + ε).
-    private var mean = Tensor(shape: [0])
-    private var inverseStd = Tensor(shape: [0])
+    /// (C): the statistics the last forward normalised with, as 1/√(var + ε).
+    private let mean: Tensor
+    private let inverseStd: Tensor
+    /// Per (image, group) partial sums, 16 lanes each: planned per input shape.
+    private var partialA: [Double] = []
+    private var partialB: [Double] = []
 
     public init(name: String, channels: Int, epsilon: Float = 1e-5, momentum: Float = 0.1, activation: Activation = .none) {
         self.name = name
@@ -49,15 +56,88 @@ public final class BatchNorm2D {
     /// Non-learned tensors saved with the weights, by state_dict name.
     public var buffers: [(String, Tensor)] { [(name + ".running_mean", runningMean), (name + ".running_var", runningVariance)] }
 
-    /// Calls `body(n, base, pixelStride)` for every image's run of channel `c`.
+    // MARK: Geometry of the vectorised loops
+
+    /// How an (N, C, H, W) tensor splits into runs of 16-float vectors.
+    private struct Runs {
+        let images: Int
+        /// nChw16c: channel blocks; NCHW: channels.
+        let groups: Int
+        /// Vectors per run (pixels for nChw16c, ⌊plane/16⌋ for NCHW) and scalar tail (NCHW).
+        let vectors: Int
+        let tail: Int
+        let plane: Int
+        let blocked: Bool
+        var count: Int { images * groups }
+
+        init(_ x: Tensor, channels: Int) {
+            images = x.dim(0)
+            plane = x.dim(2) * x.dim(3)
+            blocked = x.layout == .blocked16
+            groups = blocked ? channels / 16 : channels
+            vectors = blocked ? plane : plane / 16
+            tail = blocked ? 0 : plane % 16
+        }
+
+        /// Element offset of run `r` = image · groups + group.
+        func base(_ r: Int) -> Int { r * plane * (blocked ? 16 : 1) }
+        func group(_ r: Int) -> Int { r % groups }
+    }
+
+    /// The 16 floats at `i`, or element `i` broadcast (the NCHW tail).
     @inline(__always)
-    private func forEachRun(_ x: Tensor, channel c: Int, _ body: (Int, Int) -> Void) {
-        let plane = x.dim(2) * x.dim(3)
-        for n in 0..<x.dim(0) {
-            let (base, stride) = x.layout.channelBase(n: n, c: c, channels: channels, plane: plane)
-            body(base, stride)
+    private static func load(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ single: Bool) -> SIMD16<Float> {
+        single ? SIMD16(repeating: p[i]) : UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
+    }
+
+    /// Per-lane values of a per-channel array for group `g`: the block's 16 channels, or one
+    /// channel broadcast.
+    @inline(__always)
+    private static func lanes(_ p: UnsafeMutablePointer<Float>, group g: Int, blocked: Bool) -> SIMD16<Float> {
+        blocked ? UnsafeRawPointer(p + 16 * g).loadUnaligned(as: SIMD16<Float>.self) : SIMD16(repeating: p[g])
+    }
+
+    /// Σ over each run of f(run, offset, isTail), into `partial` (16 lanes per run). For the
+    /// NCHW tail, f sees single elements and only its lane 0 counts.
+    private func sumRuns(_ runs: Runs, into partial: inout [Double], _ f: (Int, Int, Bool) -> SIMD16<Float>) {
+        let rowLength = 256
+        partial.withUnsafeMutableBufferPointer { out in
+            let outp = out.baseAddress!
+            parallelFor(runs.count) { range in
+                for r in range {
+                    var total = SIMD16<Double>(repeating: 0)
+                    var v = 0
+                    while v < runs.vectors {
+                        let end = min(runs.vectors, v + rowLength)
+                        var row = SIMD16<Float>(repeating: 0)
+                        for i in v..<end { row += f(r, runs.base(r) + i * 16, false) }
+                        for lane in 0..<16 { total[lane] += Double(row[lane]) }
+                        v = end
+                    }
+                    if runs.tail > 0 {
+                        var t = SIMD16<Float>(repeating: 0)
+                        for i in 0..<runs.tail { t[0] += f(r, runs.base(r) + runs.vectors * 16 + i, true)[0] }
+                        total[0] += Double(t[0])
+                    }
+                    for lane in 0..<16 { outp[16 * r + lane] = total[lane] }
+                }
+            }
         }
     }
+
+    /// Per-channel totals of per-run partial sums.
+    private func channelTotals(_ runs: Runs, _ partial: [Double]) -> [Double] {
+        var totals = [Double](repeating: 0, count: channels)
+        for r in 0..<runs.count {
+            let g = runs.group(r)
+            for lane in 0..<16 {
+                if runs.blocked { totals[16 * g + lane] += partial[16 * r + lane] } else { totals[g] += partial[16 * r + lane] }
+            }
+        }
+        return totals
+    }
+
+    // MARK: Forward and backward
 
     /// Returns the layer's `output` buffer.
     @discardableResult
@@ -66,43 +146,64 @@ public final class BatchNorm2D {
             throw EngineError.shapeMismatch(what: "\(name) input", expected: [x.shape.first ?? 0, channels, -1, -1], got: x.shape)
         }
         if output.shape != x.shape || output.layout != x.layout { output = Tensor(shape: x.shape, layout: x.layout) }
-        let plane = x.dim(2) * x.dim(3), m = x.dim(0) * plane
+        let runs = Runs(x, channels: channels)
+        if partialA.count != 16 * runs.count {
+            partialA = [Double](repeating: 0, count: 16 * runs.count)
+            partialB = partialA
+        }
         let xp = x.data, yp = output.data
-        let mp = mean.data, ip = inverseStd.data, gp = weight.value.data, bp = bias.value.data
-        let rm = runningMean.data, rv = runningVariance.data
-        let training = isTraining, relu = activation == .relu, eps = epsilon, mom = momentum
+        let count = Double(runs.images * runs.plane)
         Profiler.measure("\(name) forward") {
-            parallelFor(channels) { range in
-                for c in range {
-                    if training {
-                        // Two passes in Double: the mean, then the centred sum of squares.
-                        var sum = 0.0
-                        forEachRun(x, channel: c) { base, stride in
-                            for p in 0..<plane { sum += Double(xp[base + p * stride]) }
+            if isTraining {
+                // Two passes: the mean, then the centred sum of squares (stable for large means).
+                sumRuns(runs, into: &partialA) { _, i, tail in Self.load(xp, i, tail) }
+                let sums = channelTotals(runs, partialA)
+                for c in 0..<channels { mean.data[c] = Float(sums[c] / count) }
+                let mp = mean.data, blocked = runs.blocked
+                sumRuns(runs, into: &partialB) { r, i, tail in
+                    let d = Self.load(xp, i, tail) - Self.lanes(mp, group: runs.group(r), blocked: blocked)
+                    return d * d
+                }
+                let squares = channelTotals(runs, partialB)
+                for c in 0..<channels {
+                    let variance = squares[c] / count
+                    inverseStd.data[c] = Float(1 / (variance + Double(epsilon)).squareRoot())
+                    runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mean.data[c]
+                    let unbiased = count > 1 ? squares[c] / (count - 1) : variance
+                    runningVariance.data[c] = (1 - momentum) * runningVariance.data[c] + momentum * Float(unbiased)
+                }
+            } else {
+                for c in 0..<channels {
+                    mean.data[c] = runningMean.data[c]
+                    inverseStd.data[c] = 1 / (runningVariance.data[c] + epsilon).squareRoot()
+                }
+            }
+            // y = x·(γ·inv) + (β − μ·γ·inv), then the ReLU.
+            var scale = [Float](repeating: 0, count: channels), shift = scale
+            for c in 0..<channels {
+                scale[c] = weight.value.data[c] * inverseStd.data[c]
+                shift[c] = bias.value.data[c] - mean.data[c] * scale[c]
+            }
+            let relu = activation == .relu
+            scale.withUnsafeMutableBufferPointer { sb in shift.withUnsafeMutableBufferPointer { hb in
+                let sp = sb.baseAddress!, hp = hb.baseAddress!
+                parallelFor(runs.count) { range in
+                    for r in range {
+                        let g = runs.group(r), base = runs.base(r)
+                        let a = Self.lanes(sp, group: g, blocked: runs.blocked), b = Self.lanes(hp, group: g, blocked: runs.blocked)
+                        let zero = SIMD16<Float>(repeating: 0)
+                        for i in 0..<runs.vectors {
+                            var v = UnsafeRawPointer(xp + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self) * a + b
+                            if relu { v = v.replacing(with: zero, where: .!(v .> zero)) }
+                            UnsafeMutableRawPointer(yp + base + 16 * i).storeBytes(of: v, as: SIMD16<Float>.self)
                         }
-                        let mu = sum / Double(m)
-                        var squares = 0.0
-                        forEachRun(x, channel: c) { base, stride in
-                            for p in 0..<plane { let d = Double(xp[base + p * stride]) - mu; squares += d * d }
-                        }
-                        let variance = squares / Double(m)
-                        mp[c] = Float(mu)
-                        ip[c] = Float(1 / (variance + Double(eps)).squareRoot())
-                        rm[c] = (1 - mom) * rm[c] + mom * Float(mu)
-                        rv[c] = (1 - mom) * rv[c] + mom * Float(m > 1 ? squares / Double(m - 1) : variance)
-                    } else {
-                        mp[c] = rm[c]
-                        ip[c] = 1 / (rv[c] + eps).squareRoot()
-                    }
-                    let scale = gp[c] * ip[c], shift = bp[c] - mp[c] * gp[c] * ip[c]
-                    forEachRun(x, channel: c) { base, stride in
-                        for p in 0..<plane {
-                            let v = xp[base + p * stride] * scale + shift
-                            yp[base + p * stride] = relu ? max(v, 0) : v
+                        for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
+                            let v = xp[base + i] * a[0] + b[0]
+                            yp[base + i] = relu && !(v > 0) ? 0 : v
                         }
                     }
                 }
-            }
+            }}
         }
         return output
     }
@@ -115,41 +216,71 @@ public final class BatchNorm2D {
         try outputGrad.requireShape(output.shape, layout: output.layout, "\(name) output gradient")
         try x.requireShape(output.shape, layout: output.layout, "\(name) input")
         if let inputGrad { try inputGrad.requireShape(x.shape, layout: x.layout, "\(name) input gradient") }
-        let plane = x.dim(2) * x.dim(3), m = Float(x.dim(0) * plane)
+        let runs = Runs(x, channels: channels)
         let xp = x.data, yp = output.data, dy = outputGrad.data, dx = inputGrad?.data
-        let mp = mean.data, ip = inverseStd.data, gp = weight.value.data
-        let dg = weight.grad.data, db = bias.grad.data
-        let training = isTraining, relu = activation == .relu
+        let mp = mean.data, ip = inverseStd.data
+        let count = Float(runs.images * runs.plane), relu = activation == .relu, blocked = runs.blocked
         Profiler.measure("\(name) backward") {
-            parallelFor(channels) { range in
-                for c in range {
-                    var sumDy: Float = 0, sumDyXhat: Float = 0
-                    let mu = mp[c], inv = ip[c]
-                    forEachRun(x, channel: c) { base, stride in
-                        for p in 0..<plane {
-                            let i = base + p * stride
-                            if relu && !(yp[i] > 0) { dy[i] = 0 }
-                            sumDy += dy[i]
-                            sumDyXhat += dy[i] * (xp[i] - mu) * inv
+            if relu {
+                parallelFor(runs.count) { range in
+                    let zero = SIMD16<Float>(repeating: 0)
+                    for r in range {
+                        let base = runs.base(r)
+                        for i in 0..<runs.vectors {
+                            let y = UnsafeRawPointer(yp + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self)
+                            let g = UnsafeRawPointer(dy + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(dy + base + 16 * i).storeBytes(of: g.replacing(with: zero, where: .!(y .> zero)),
+                                                                                    as: SIMD16<Float>.self)
                         }
-                    }
-                    dg[c] += sumDyXhat
-                    db[c] += sumDy
-                    guard let dx else { continue }
-                    let g = gp[c]
-                    forEachRun(x, channel: c) { base, stride in
-                        for p in 0..<plane {
-                            let i = base + p * stride
-                            if training {
-                                let xhat = (xp[i] - mu) * inv
-                                dx[i] = g * inv / m * (m * dy[i] - sumDy - xhat * sumDyXhat)
-                            } else {
-                                dx[i] = g * inv * dy[i]
-                            }
-                        }
+                        for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) where !(yp[base + i] > 0) { dy[base + i] = 0 }
                     }
                 }
             }
+            // Σ dy and Σ dy·x̂ per channel.
+            sumRuns(runs, into: &partialA) { _, i, tail in Self.load(dy, i, tail) }
+            sumRuns(runs, into: &partialB) { r, i, tail in
+                let g = runs.group(r)
+                let mu = Self.lanes(mp, group: g, blocked: blocked), inv = Self.lanes(ip, group: g, blocked: blocked)
+                return Self.load(dy, i, tail) * (Self.load(xp, i, tail) - mu) * inv
+            }
+            let sumDy = channelTotals(runs, partialA), sumDyXhat = channelTotals(runs, partialB)
+            for c in 0..<channels {
+                weight.grad.data[c] += Float(sumDyXhat[c])
+                bias.grad.data[c] += Float(sumDy[c])
+            }
+            guard let dx else { return }
+            // Training: dx = γ·inv/M·(M·dy − Σdy − x̂·Σdy·x̂); evaluation: dx = γ·inv·dy.
+            var a = [Float](repeating: 0, count: channels), b = a, k = a
+            for c in 0..<channels {
+                let gi = weight.value.data[c] * ip[c]
+                if isTraining {
+                    a[c] = gi
+                    b[c] = -gi * Float(sumDy[c]) / count
+                    k[c] = -gi * Float(sumDyXhat[c]) / count * ip[c]
+                } else {
+                    a[c] = gi
+                }
+            }
+            // dx = a·dy + b + k·(x − μ)
+            a.withUnsafeMutableBufferPointer { ab in b.withUnsafeMutableBufferPointer { bb in k.withUnsafeMutableBufferPointer { kb in
+                let ap = ab.baseAddress!, bp = bb.baseAddress!, kp = kb.baseAddress!
+                parallelFor(runs.count) { range in
+                    for r in range {
+                        let g = runs.group(r), base = runs.base(r)
+                        let av = Self.lanes(ap, group: g, blocked: blocked), bv = Self.lanes(bp, group: g, blocked: blocked)
+                        let kv = Self.lanes(kp, group: g, blocked: blocked), mu = Self.lanes(mp, group: g, blocked: blocked)
+                        for i in 0..<runs.vectors {
+                            let o = base + 16 * i
+                            let gv = UnsafeRawPointer(dy + o).loadUnaligned(as: SIMD16<Float>.self)
+                            let xv = UnsafeRawPointer(xp + o).loadUnaligned(as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(dx + o).storeBytes(of: av * gv + bv + kv * (xv - mu), as: SIMD16<Float>.self)
+                        }
+                        for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
+                            dx[base + i] = av[0] * dy[base + i] + bv[0] + kv[0] * (xp[base + i] - mu[0])
+                        }
+                    }
+                }
+            }}}
         }
     }
 }

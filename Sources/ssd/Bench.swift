@@ -29,6 +29,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions per workload (after one warm-up).")
     var repeats: Int = 3
 
+    @Flag(help: "Time the compact configuration (1/8 widths, batch normalisation) instead of the reference SSD300.")
+    var compact = false
+
     @Flag(help: "Print where a training step's time goes, layer by layer.")
     var profile = false
 
@@ -46,7 +49,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         engine.apply()
         var results: [String: Double] = [:]
-        let model = SSD300(classCount: 21, algorithm: engine.algorithm)
+        let model = compact ? try SSD300(configuration: .compact(classCount: 21), algorithm: engine.algorithm)
+            : SSD300(classCount: 21, algorithm: engine.algorithm)
         if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
         if workload != .train {
             for batch in inferenceBatches {
@@ -85,6 +89,7 @@ struct Bench: ParsableCommand {
             let loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
             let sgd = SGD(parameters: model.parameters)
             let gl = Tensor(shape: [batch, 8732, 4]), gs = Tensor(shape: [batch, 8732, 21])
+            model.isTraining = true
             func step() throws {
                 Profiler.measure("zero gradients") { sgd.zeroGrad() }
                 let (l, s) = try model.forward(images)
