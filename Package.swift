@@ -35,9 +35,12 @@ let package = Package(
         .target(name: "SSDEvaluation", dependencies: [], swiftSettings: fast),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
         .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"], swiftSettings: fast),
+        // Training loop with checkpoints and exact resume; evaluation over a data set.
+        .target(name: "SSDTraining", dependencies: ["SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"],
+                swiftSettings: fast),
         .executableTarget(
             name: "ssd",
-            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics",
+            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
@@ -46,6 +49,8 @@ let package = Package(
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
+        .testTarget(name: "SSDTrainingTests", dependencies: ["SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
+                                                             "SSDEvaluation", "SSDTestSupport"]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

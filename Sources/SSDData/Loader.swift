@@ -127,8 +127,11 @@ public struct DataLoader: Sendable {
         return DetectionBatch(images: images, boxes: boxes, labels: labels, difficulties: difficulties, indices: indices)
     }
 
-    /// The batches of `epoch`, prepared by `threads` background threads at most `prefetch` ahead.
-    public func epoch(_ epoch: Int) -> EpochBatches { EpochBatches(loader: self, epoch: epoch) }
+    /// The batches of `epoch` from batch `start` on (to resume mid-epoch), prepared by `threads`
+    /// background threads at most `prefetch` ahead.
+    public func epoch(_ epoch: Int, startingAt start: Int = 0) -> EpochBatches {
+        EpochBatches(loader: self, epoch: epoch, start: start)
+    }
 }
 
 /// One epoch's batches in order; `next()` waits for the batch if it is not ready yet and
@@ -146,16 +149,18 @@ public final class EpochBatches: Sequence, IteratorProtocol {
         var nextToDeliver = 0
         var ready: [Int: Result<DetectionBatch, Error>] = [:]
         var stopped = false
-        init(loader: DataLoader, epoch: Int) {
+        init(loader: DataLoader, epoch: Int, start: Int) {
             self.loader = loader
             self.epoch = epoch
             self.order = loader.order(epoch: epoch)
+            nextToClaim = Swift.max(0, start)
+            nextToDeliver = Swift.max(0, start)
         }
     }
 
-    init(loader: DataLoader, epoch: Int) {
-        shared = Shared(loader: loader, epoch: epoch)
-        for _ in 0..<Swift.min(loader.threads, loader.batchCount) {
+    init(loader: DataLoader, epoch: Int, start: Int = 0) {
+        shared = Shared(loader: loader, epoch: epoch, start: start)
+        for _ in 0..<Swift.max(0, Swift.min(loader.threads, loader.batchCount - start)) {
             let state = shared
             let thread = Thread { EpochBatches.work(state) }
             thread.stackSize = 4 << 20

@@ -54,3 +54,35 @@ final class SGDTests: XCTestCase {
         XCTAssertTrue(Parameter(name: "base.conv1_1.bias", shape: [1]).isBias)
     }
 }
+
+final class AdamTests: XCTestCase {
+    func testAdamMatchesTheUpdateWrittenOut() {
+        let p = Parameter(name: "w", shape: [2])
+        p.value.data[0] = 1; p.value.data[1] = -1
+        let adam = Adam(parameters: [p], configuration: AdamConfiguration(learningRate: 0.1, weightDecay: 0.01))
+        var w: [Double] = [1, -1], m: [Double] = [0, 0], v: [Double] = [0, 0]
+        let grads: [[Double]] = [[0.5, -0.2], [0.3, 0.1], [-0.4, 0.2]]
+        for (t, g) in grads.enumerated() {
+            p.grad.data[0] = Float(g[0]); p.grad.data[1] = Float(g[1])
+            adam.step()
+            for k in 0..<2 {
+                let gk = g[k] + 0.01 * w[k]
+                m[k] = 0.9 * m[k] + 0.1 * gk
+                v[k] = 0.999 * v[k] + 0.001 * gk * gk
+                let mh = m[k] / (1 - pow(0.9, Double(t + 1))), vh = v[k] / (1 - pow(0.999, Double(t + 1)))
+                w[k] -= 0.1 * mh / (vh.squareRoot() + 1e-8)
+            }
+        }
+        XCTAssertEqual(Double(p.value.data[0]), w[0], accuracy: 1e-5)
+        XCTAssertEqual(Double(p.value.data[1]), w[1], accuracy: 1e-5)
+        XCTAssertEqual(adam.stateTensors.map(\.0), ["adam_m.w", "adam_v.w"])
+    }
+
+    func testCosineScheduleWithWarmup() {
+        let c = AdamConfiguration(learningRate: 1, totalIterations: 100, warmupIterations: 10)
+        XCTAssertEqual(c.learningRate(at: 0), 0.01, accuracy: 1e-6)
+        XCTAssertEqual(c.learningRate(at: 50), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(c.learningRate(at: 100), 0, accuracy: 1e-6)
+        XCTAssertEqual(c.learningRate(at: 150), 0, accuracy: 1e-6)
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+import SSDData
+import SSDDetection
+import SSDEngine
+import SSDEvaluation
+
+/// Runs a model over a test set and scores its detections, as the reference's `eval.py`:
+/// detections at the given thresholds against the ground truth (difficult objects included,
+/// so detecting them is not penalised), per-class AP and their mean.
+public enum Evaluator {
+    public struct Result: Sendable {
+        public var scores: APResult
+        /// Fractional detections per image, in data-set order.
+        public var detections: [[Detection]]
+        public var images: Int
+    }
+
+    /// `loader` must be built on the test split without shuffling. `progress(done, total)` is
+    /// called after every batch. The model is put in evaluation mode and restored after.
+    public static func evaluate(model: SSD300, loader: DataLoader, settings: DetectionSettings = DetectionSettings(),
+                                metric: APMetric = .voc07, progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
+        guard loader.dataset.split == .test, !loader.shuffle else {
+            throw TrainingError.data("evaluation needs the test split, unshuffled")
+        }
+        let wasTraining = model.isTraining
+        model.isTraining = false
+        defer { model.isTraining = wasTraining }
+        var truths: [EvaluationTruth] = [], found: [EvaluationDetections] = [], all: [[Detection]] = []
+        let batches = loader.epoch(0)
+        defer { batches.cancel() }
+        var done = 0
+        while let batch = try batches.nextBatch() {
+            let (locs, scores) = try model.forward(batch.images)
+            let detections = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
+            for i in 0..<batch.indices.count {
+                let b = batch.boxes[i]
+                truths.append(EvaluationTruth(boxes: stride(from: 0, to: b.count, by: 4).map { Array(b[$0..<($0 + 4)]) },
+                                              labels: batch.labels[i], difficult: batch.difficulties[i].map { $0 != 0 }))
+                found.append(EvaluationDetections(boxes: detections[i].map(\.box), labels: detections[i].map(\.label),
+                                                  scores: detections[i].map(\.score)))
+                all.append(detections[i])
+            }
+            done += batch.indices.count
+            progress(done, loader.dataset.count)
+        }
+        let result = try MeanAveragePrecision.compute(truths: truths, detections: found, classCount: model.classCount, metric: metric)
+        return Result(scores: result, detections: all, images: done)
+    }
+}

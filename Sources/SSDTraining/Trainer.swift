@@ -1,0 +1,258 @@
+import Foundation
+import SSDData
+import SSDDetection
+import SSDEngine
+import SSDLayers
+
+/// Which optimizer trains the model.
+public enum OptimizerKind: String, Sendable, CaseIterable {
+    /// The reference's: momentum SGD with weight decay, biases at twice the rate, step decay.
+    case sgd
+    /// Adam with a cosine decay: what trains the compact model from scratch in minutes.
+    case adam
+}
+
+/// Settings of a training run. Defaults are the reference's `train.py`.
+public struct TrainingOptions: Sendable {
+    public var batchSize = 8
+    public var iterations = 120_000
+    public var optimizer: OptimizerKind = .sgd
+    public var sgd = SGDConfiguration()
+    public var adam = AdamConfiguration()
+    /// Seeds the data order and augmentations; with the iteration it determines every batch.
+    public var seed: UInt64 = 0
+    /// A checkpoint is written every this many iterations, and at the end.
+    public var checkpointEvery = 1000
+    /// A log line (losses averaged since the previous one) every this many iterations.
+    public var logEvery = 10
+    public var localization: LocalizationLoss = .l1
+    public init() {}
+}
+
+/// What the training loop reports after every iteration.
+public struct TrainingProgress: Sendable {
+    public var iteration: Int
+    public var totalIterations: Int
+    public var loss: Float
+    public var learningRate: Float
+    public var imagesPerSecond: Double
+    public var elapsedSeconds: Double
+}
+
+public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    /// The loss became NaN or infinite; the last checkpoint written is kept as it was.
+    case nonFiniteLoss(iteration: Int, checkpoint: String)
+    case checkpoint(String)
+    case data(String)
+
+    public var description: String {
+        switch self {
+        case let .nonFiniteLoss(iteration, checkpoint):
+            return "the loss became non-finite at iteration \(iteration); stopped. The last good checkpoint is \(checkpoint)"
+        case let .checkpoint(m), let .data(m): return m
+        }
+    }
+}
+
+/// What a checkpoint says about the run that wrote it.
+public struct CheckpointInfo: Sendable {
+    public var configuration: SSDConfiguration
+    public var iteration: Int
+    public var seed: UInt64
+    public var optimizer: OptimizerKind
+    public var batchSize: Int
+    public var classNames: [String]
+
+    /// Reads the metadata of the checkpoint at `url`.
+    public init(url: URL) throws {
+        let file = try SafetensorsFile(url: url)
+        try self.init(file: file)
+    }
+
+    public init(file: SafetensorsFile) throws {
+        let m = file.metadata
+        func value(_ key: String) throws -> String {
+            guard let v = m[key] else { throw TrainingError.checkpoint("\(file.path): not a training checkpoint (no '\(key)' in its metadata)") }
+            return v
+        }
+        configuration = try SSDConfiguration(metadata: m, file: file)
+        guard let iteration = Int(try value("iteration")), iteration >= 0,
+              let seed = UInt64(try value("seed")), let optimizer = OptimizerKind(rawValue: try value("optimizer")),
+              let batch = Int(try value("batch_size")), batch > 0
+        else { throw TrainingError.checkpoint("\(file.path): malformed training metadata \(m)") }
+        self.iteration = iteration
+        self.seed = seed
+        self.optimizer = optimizer
+        batchSize = batch
+        classNames = ClassNames.decode(m["class_names"]) ?? []
+    }
+}
+
+/// Class names travel in checkpoint metadata as a JSON array.
+public enum ClassNames {
+    public static func encode(_ names: [String]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: names)) ?? Data("[]".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public static func decode(_ text: String?) -> [String]? {
+        guard let text, let data = text.data(using: .utf8),
+              let names = try? JSONSerialization.jsonObject(with: data) as? [String] else { return nil }
+        return names
+    }
+}
+
+/// The training loop: batches from a `DataLoader` (shuffled, augmented, dropping the last
+/// partial batch so every step has the same shape), forward, MultiBox loss, backward,
+/// optimizer step; checkpoints (weights, optimizer state, iteration, seed) written atomically;
+/// a JSON-lines log. Because every batch is a function of (seed, iteration), resuming from a
+/// checkpoint continues exactly where it stopped.
+public final class Trainer {
+    public let model: SSD300
+    public let optimizer: Optimizer
+    public let loader: DataLoader
+    public let options: TrainingOptions
+    public let classNames: [String]
+    public private(set) var iteration = 0
+    private let loss: MultiBoxLoss
+
+    /// `loader` must be built from the training split with `options.batchSize`, `dropLast` and
+    /// `options.seed`.
+    public init(model: SSD300, loader: DataLoader, options: TrainingOptions, classNames: [String]) throws {
+        guard loader.batchSize == options.batchSize, loader.dropLast, loader.seed == options.seed, loader.batchCount > 0 else {
+            throw TrainingError.data("the loader must use batch size \(options.batchSize), seed \(options.seed) and drop the last partial batch, and have at least one full batch")
+        }
+        self.model = model
+        self.loader = loader
+        self.options = options
+        self.classNames = classNames
+        switch options.optimizer {
+        case .sgd: optimizer = SGD(parameters: model.parameters, configuration: options.sgd)
+        case .adam: optimizer = Adam(parameters: model.parameters, configuration: options.adam)
+        }
+        loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
+        loss.localization = options.localization
+    }
+
+    // MARK: Checkpoints
+
+    /// Writes weights, buffers, optimizer state and the run's metadata to `url`, atomically.
+    public func saveCheckpoint(to url: URL) throws {
+        var metadata = model.configuration.metadata
+        metadata["iteration"] = String(iteration)
+        metadata["seed"] = String(options.seed)
+        metadata["optimizer"] = options.optimizer.rawValue
+        metadata["batch_size"] = String(options.batchSize)
+        metadata["class_names"] = ClassNames.encode(classNames)
+        try SafetensorsWriter.write(model.stateTensors + optimizer.stateTensors, metadata: metadata, to: url)
+    }
+
+    /// Restores weights, optimizer state and iteration from a checkpoint written by a run with
+    /// the same configuration, optimizer, batch size and seed.
+    public func resume(from url: URL) throws {
+        let file = try SafetensorsFile(url: url)
+        let info = try CheckpointInfo(file: file)
+        guard info.configuration == model.configuration else {
+            throw TrainingError.checkpoint("\(url.path): checkpoint is for \(info.configuration), this model is \(model.configuration)")
+        }
+        guard info.optimizer == options.optimizer, info.batchSize == options.batchSize, info.seed == options.seed else {
+            throw TrainingError.checkpoint("\(url.path): checkpoint was trained with \(info.optimizer.rawValue), batch \(info.batchSize), seed \(info.seed); resume with the same")
+        }
+        try model.load(file)
+        for (name, tensor) in optimizer.stateTensors { try file.load(name, into: tensor) }
+        iteration = info.iteration
+        optimizer.iteration = info.iteration
+    }
+
+    // MARK: The loop
+
+    /// Trains until `options.iterations`, or until `shouldStop()` says so (checked after each
+    /// step; a checkpoint is then written). Calls `progress` after every step. Throws
+    /// `nonFiniteLoss` without touching the last checkpoint if the loss stops being finite.
+    public func run(checkpoint url: URL, log logURL: URL?, shouldStop: () -> Bool = { false },
+                    progress: (TrainingProgress) -> Void = { _ in }) throws {
+        model.isTraining = true
+        let log = try logURL.map { try JSONLinesLog(url: $0) }
+        let n = options.batchSize
+        let gradLocs = Tensor(shape: [n, model.priorsCxcy.count / 4, 4])
+        let gradScores = Tensor(shape: [n, model.priorsCxcy.count / 4, model.classCount])
+        let start = Date()
+        var lastReport = Date(), imagesSinceReport = 0, rate = 0.0
+        var sum = 0.0, sumConfidence = 0.0, sumLocalization = 0.0, count = 0
+        var lastCheckpoint = url.path
+        while iteration < options.iterations {
+            let epoch = iteration / loader.batchCount
+            let batches = loader.epoch(epoch, startingAt: iteration % loader.batchCount)
+            defer { batches.cancel() }
+            while iteration < options.iterations, let batch = try batches.nextBatch() {
+                let truths = zip(batch.boxes, batch.labels).map { GroundTruth(boxes: $0, labels: $1) }
+                let learningRate = optimizer.currentLearningRate
+                optimizer.zeroGrad()
+                let (locs, scores) = try model.forward(batch.images)
+                let value = try loss.compute(locs: locs, scores: scores, truths: truths, gradLocs: gradLocs, gradScores: gradScores)
+                guard value.isFinite else { throw TrainingError.nonFiniteLoss(iteration: iteration, checkpoint: lastCheckpoint) }
+                try model.backward(gradLocs: gradLocs, gradScores: gradScores)
+                optimizer.step()
+                iteration += 1
+
+                sum += Double(value)
+                sumConfidence += Double(loss.lastConfidenceLoss)
+                sumLocalization += Double(loss.lastLocalizationLoss)
+                count += 1
+                imagesSinceReport += n
+                let now = Date()
+                if now.timeIntervalSince(lastReport) >= 1 || rate == 0 {
+                    rate = Double(imagesSinceReport) / max(now.timeIntervalSince(lastReport), 1e-9)
+                    lastReport = now
+                    imagesSinceReport = 0
+                }
+                if iteration % options.logEvery == 0 || iteration == options.iterations {
+                    try log?.append([
+                        "iteration": iteration, "loss": sum / Double(count), "confidence_loss": sumConfidence / Double(count),
+                        "localization_loss": sumLocalization / Double(count), "learning_rate": Double(learningRate),
+                        "images_per_second": rate, "elapsed_seconds": now.timeIntervalSince(start),
+                    ])
+                    sum = 0; sumConfidence = 0; sumLocalization = 0; count = 0
+                }
+                progress(TrainingProgress(iteration: iteration, totalIterations: options.iterations, loss: value,
+                                          learningRate: learningRate, imagesPerSecond: rate,
+                                          elapsedSeconds: now.timeIntervalSince(start)))
+                let stop = shouldStop()
+                if iteration % options.checkpointEvery == 0 || iteration == options.iterations || stop {
+                    try saveCheckpoint(to: url)
+                    lastCheckpoint = url.path
+                }
+                if stop { return }
+            }
+        }
+    }
+}
+
+/// Appends one JSON object per line to a file.
+final class JSONLinesLog {
+    private let handle: FileHandle
+    let url: URL
+
+    init(url: URL) throws {
+        self.url = url
+        if !FileManager.default.fileExists(atPath: url.path) {
+            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+                throw TrainingError.data("\(url.path): cannot create the log")
+            }
+        }
+        do {
+            handle = try FileHandle(forWritingTo: url)
+            try handle.seekToEnd()
+        } catch { throw TrainingError.data("\(url.path): cannot open the log (\(error.localizedDescription))") }
+    }
+
+    func append(_ object: [String: Any]) throws {
+        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        data.append(0x0A)
+        do { try handle.write(contentsOf: data) } catch {
+            throw TrainingError.data("\(url.path): cannot write the log (\(error.localizedDescription))")
+        }
+    }
+
+    deinit { try? handle.close() }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import SSDData
+import SSDDetection
+import SSDEngine
+import SSDEvaluation
+import SSDLayers
+import SSDTraining
+import XCTest
+
+final class TrainerTests: XCTestCase {
+    /// A small synthetic VOC set and its lists, made once for the suite.
+    nonisolated(unsafe) static var made: (folder: URL, train: DataList, test: DataList, classes: [String])?
+
+    func data() throws -> (folder: URL, train: DataList, test: DataList, classes: [String]) {
+        if let m = Self.made { return m }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ssd-trainer-\(UUID().uuidString)")
+        var options = SyntheticVOC.Options()
+        options.trainCount = 8
+        options.testCount = 4
+        try SyntheticVOC.generate(at: folder.appendingPathComponent("voc"), options: options)
+        let report = try DataLists.build(trainRoots: [folder.appendingPathComponent("voc")], testRoots: [folder.appendingPathComponent("voc")],
+                                         classes: .given(SyntheticVOC.classes))
+        let m = (folder, report.train, report.test, SyntheticVOC.classes)
+        Self.made = m
+        return m
+    }
+
+    override class func tearDown() {
+        if let m = made { try? FileManager.default.removeItem(at: m.folder) }
+    }
+
+    func makeTrainer(seed: UInt64, optimizer: OptimizerKind, iterations: Int, learningRate: Float? = nil) throws -> Trainer {
+        let d = try data()
+        var options = TrainingOptions()
+        options.batchSize = 2
+        options.iterations = iterations
+        options.optimizer = optimizer
+        options.seed = seed
+        options.checkpointEvery = 100
+        options.logEvery = 1
+        if let learningRate { options.sgd.learningRate = learningRate; options.adam.learningRate = learningRate }
+        let model = try SSD300(configuration: .compact(classCount: d.classes.count + 1), algorithm: .winograd, seed: 7)
+        let loader = try DataLoader(dataset: DetectionDataset(list: d.train, split: .train), batchSize: 2, dropLast: true, seed: seed)
+        return try Trainer(model: model, loader: loader, options: options, classNames: d.classes)
+    }
+
+    /// Train → stop → resume gives exactly the weights of an uninterrupted run of the same length.
+    func testResumeContinuesExactly() throws {
+        let d = try data()
+        for optimizer in OptimizerKind.allCases {
+            let whole = try makeTrainer(seed: 3, optimizer: optimizer, iterations: 6)
+            try whole.run(checkpoint: d.folder.appendingPathComponent("whole-\(optimizer).safetensors"), log: nil)
+
+            let first = try makeTrainer(seed: 3, optimizer: optimizer, iterations: 6)
+            let checkpoint = d.folder.appendingPathComponent("part-\(optimizer).safetensors")
+            let log = d.folder.appendingPathComponent("part-\(optimizer).jsonl")
+            try first.run(checkpoint: checkpoint, log: log, shouldStop: { first.iteration == 4 })  // crosses an epoch (4 batches)
+            XCTAssertEqual(first.iteration, 4)
+            let info = try CheckpointInfo(url: checkpoint)
+            XCTAssertEqual(info.iteration, 4)
+            XCTAssertEqual(info.classNames, d.classes)
+
+            let second = try makeTrainer(seed: 3, optimizer: optimizer, iterations: 6)
+            try second.resume(from: checkpoint)
+            try second.run(checkpoint: checkpoint, log: log)
+            XCTAssertEqual(second.iteration, 6)
+            for ((name, a), (_, b)) in zip(whole.model.stateTensors + whole.optimizer.stateTensors,
+                                           second.model.stateTensors + second.optimizer.stateTensors) {
+                XCTAssertEqual(a.array, b.array, "\(optimizer): \(name) differs after resuming")
+            }
+            let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+            XCTAssertEqual(lines.count, 6, "one log line per iteration across both runs")
+        }
+    }
+
+    func testResumeRefusesAnotherRun() throws {
+        let d = try data()
+        let a = try makeTrainer(seed: 1, optimizer: .sgd, iterations: 1)
+        let url = d.folder.appendingPathComponent("seed1.safetensors")
+        try a.run(checkpoint: url, log: nil)
+        XCTAssertThrowsError(try makeTrainer(seed: 2, optimizer: .sgd, iterations: 2).resume(from: url)) { e in
+            XCTAssertTrue("\(e)".contains("seed"), "\(e)")
+        }
+        XCTAssertThrowsError(try makeTrainer(seed: 1, optimizer: .adam, iterations: 2).resume(from: url))
+    }
+
+    func testNonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
+        let d = try data()
+        let url = d.folder.appendingPathComponent("diverge.safetensors")
+        let good = try makeTrainer(seed: 4, optimizer: .sgd, iterations: 1)
+        try good.run(checkpoint: url, log: nil)
+        let before = try Data(contentsOf: url)
+        let diverging = try makeTrainer(seed: 4, optimizer: .sgd, iterations: 50, learningRate: 1e12)
+        XCTAssertThrowsError(try diverging.run(checkpoint: url, log: nil)) { e in
+            guard case .nonFiniteLoss? = e as? TrainingError else { return XCTFail("\(e)") }
+        }
+        XCTAssertEqual(try Data(contentsOf: url), before, "the last good checkpoint is untouched")
+    }
+
+    func testEvaluatorScoresTheTestSet() throws {
+        let d = try data()
+        let model = try SSD300(configuration: .compact(classCount: d.classes.count + 1), seed: 1)
+        let loader = try DataLoader(dataset: DetectionDataset(list: d.test, split: .test), batchSize: 3, shuffle: false)
+        var calls = 0
+        let result = try Evaluator.evaluate(model: model, loader: loader) { done, total in
+            calls += 1
+            XCTAssertLessThanOrEqual(done, total)
+        }
+        XCTAssertEqual(result.images, d.test.images.count)
+        XCTAssertEqual(calls, 2)
+        XCTAssertEqual(result.scores.averagePrecisions.count, d.classes.count)
+        XCTAssertTrue(result.scores.averagePrecisions.allSatisfy { $0 >= 0 && $0 <= 1 })
+        XCTAssertTrue(model.isTraining, "evaluation restores the mode")
+    }
+}
