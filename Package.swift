@@ -51,6 +51,8 @@ let package = Package(
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
+        // The `ssd` executable run as a user would (it is built beside the test bundle).
+        .testTarget(name: "SSDCommandTests", dependencies: ["ssd"]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

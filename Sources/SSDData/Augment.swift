@@ -200,6 +200,14 @@ public enum Augmentation {
         return resize(cropped, current)
     }
 
+    /// A light training transform: horizontal flip (chance 0.5) and resize only — for small
+    /// synthetic sets that a model should learn in minutes.
+    public static func flipOnly(_ image: RGBImage, _ objects: ObjectSet, rng: inout SeededRandom) -> PreparedSample {
+        var flipped = image, current = objects
+        if rng.nextDouble() < 0.5 { flip(&flipped, &current) }
+        return resize(flipped, current)
+    }
+
     /// The pixels of `crop` (left, top, width, height) on the expanded canvas, without building
     /// the canvas: image pixels (through the byte round trip) where the image lies, the mean elsewhere.
     /// The crop must lie within the canvas.

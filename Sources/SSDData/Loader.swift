@@ -7,17 +7,28 @@ public enum DataSplit: String, Sendable {
     case test = "TEST"
 }
 
+/// The training split's augmentation.
+public enum TrainingAugmentation: String, Sendable, CaseIterable {
+    /// The reference's: photometric distortions, expand, IoU-constrained crop, flip.
+    case reference
+    /// Flip only (the compact demo's setting).
+    case flip
+}
+
 /// A data list plus the transform of its split: the reference's `PascalVOCDataset`.
 public struct DetectionDataset: Sendable {
     public var list: DataList
     public var split: DataSplit
     /// Whether difficult objects are kept (the reference's `keep_difficult`).
     public var keepDifficult: Bool
+    /// The augmentation of the training split.
+    public var augmentation: TrainingAugmentation
 
-    public init(list: DataList, split: DataSplit, keepDifficult: Bool = true) {
+    public init(list: DataList, split: DataSplit, keepDifficult: Bool = true, augmentation: TrainingAugmentation = .reference) {
         self.list = list
         self.split = split
         self.keepDifficult = keepDifficult
+        self.augmentation = augmentation
     }
 
     public var count: Int { list.images.count }
@@ -48,7 +59,10 @@ public struct DetectionDataset: Sendable {
         case .test: return Augmentation.test(image, objects)
         case .train:
             var rng = Self.sampleRandom(seed: seed, epoch: epoch, index: index)
-            return Augmentation.train(image, objects, rng: &rng)
+            switch augmentation {
+            case .reference: return Augmentation.train(image, objects, rng: &rng)
+            case .flip: return Augmentation.flipOnly(image, objects, rng: &rng)
+            }
         }
     }
 }

@@ -182,13 +182,24 @@ public final class MultiBoxLoss {
                             }
                         }
                     }
-                    // Hard negatives: the highest-loss background priors, 3 per positive.
-                    var negatives = (0..<nPriors).filter { t.classes[$0] == 0 }
+                    // Hard negatives: the highest-loss background priors, 3 per positive. Cross
+                    // entropies are non-negative, so their bits order as they do: (inverted bits,
+                    // prior) keys sort by descending loss, ties by prior, in integer compares.
+                    var negatives: [UInt64] = []
+                    negatives.reserveCapacity(nPriors)
+                    for p in 0..<nPriors where t.classes[p] == 0 {
+                        negatives.append(UInt64(~max(ce[p], 0).bitPattern) << 32 | UInt64(p))
+                    }
                     let nHard = min(ratio * nPos, negatives.count)
-                    negatives.sort { ce[$0] > ce[$1] || (ce[$0] == ce[$1] && $0 < $1) }
+                    negatives.sort()
                     var confNeg: Float = 0
-                    for q in 0..<nHard { confNeg += ce[negatives[q]] }
-                    selectedB[i] = (0..<nPriors).filter { t.classes[$0] != 0 } + negatives.prefix(nHard)
+                    var chosen = (0..<nPriors).filter { t.classes[$0] != 0 }
+                    for q in 0..<nHard {
+                        let p = Int(negatives[q] & 0xFFFF_FFFF)
+                        confNeg += ce[p]
+                        chosen.append(p)
+                    }
+                    selectedB[i] = chosen
                     confB[i] = Double(confPos) + Double(confNeg)
                     locB[i] = Double(locSum)
                     posB[i] = nPos

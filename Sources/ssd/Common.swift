@@ -42,3 +42,25 @@ func timed(_ body: () throws -> Void) rethrows -> Double {
     try body()
     return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 }
+
+/// A one-line error for the user (printed by argument-parser as "Error: …", exit code 1).
+struct UserError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+/// Throws a one-line error unless `path` names an existing file (or folder, when `folder`).
+func requireExisting(_ path: String, what: String, folder: Bool = false) throws {
+    var isFolder: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+        throw UserError("\(path): no such \(folder ? "folder" : "file") (\(what))")
+    }
+    if folder != isFolder.boolValue { throw UserError("\(path): expected a \(folder ? "folder" : "file") (\(what))") }
+}
+
+/// Creates `path` as a folder (and its parents) if needed.
+func makeFolder(_ path: String) throws {
+    do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+        throw UserError("\(path): cannot create the folder (\(error.localizedDescription))")
+    }
+}

@@ -1,1 +1,0 @@
-// Graphics: annotated detections and plots (issue 6).

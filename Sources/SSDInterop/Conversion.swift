@@ -1,0 +1,84 @@
+import Foundation
+import SSDLayers
+
+/// The `ssd convert` conversions, as library calls: each reads a `.pth`, selects and names the
+/// tensors, and writes a safetensors file atomically. They throw `InteropError` on bad input.
+public enum TorchConversion {
+    /// Every tensor of a state-dict-like file under its dotted key, dtypes preserved.
+    public static func stateDictTensors(_ file: TorchFile) throws -> [(name: String, tensor: TorchTensor)] {
+        let references = try StateDict.allTensors(file.root, file: file.path)
+        guard !references.isEmpty else { throw InteropError.unexpectedContent(file: file.path, message: "holds no tensors") }
+        return try references.map { ($0.name, try file.materialize($0.tensor, name: $0.name)) }
+    }
+
+    /// The model weights of a reference checkpoint — `{'epoch', 'model', 'optimizer'}` with the
+    /// whole model pickled, `{'model': state_dict}`, `{'state_dict': …}`, a pickled module, or a
+    /// plain state dict — under the reference's names (a DataParallel `module.` prefix removed),
+    /// and the metadata to record (`epoch` when present).
+    public static func checkpointTensors(_ file: TorchFile) throws -> (tensors: [(name: String, tensor: TorchTensor)], metadata: [String: String]) {
+        let root = file.root
+        var metadata: [String: String] = [:]
+        if let epoch = root["epoch"]?.intValue { metadata["epoch"] = String(epoch) }
+        let model = root["model"] ?? root["state_dict"] ?? root
+        var references: [(name: String, tensor: TorchTensorReference)]
+        if StateDict.isModule(model) {
+            references = try StateDict.moduleTensors(model, file: file.path)
+        } else if case .dict = model {
+            references = try StateDict.allTensors(model, file: file.path)
+        } else {
+            throw InteropError.unexpectedContent(file: file.path, message: "'model' is a \(model.kind), neither a module nor a state dict")
+        }
+        guard !references.isEmpty else { throw InteropError.unexpectedContent(file: file.path, message: "the checkpoint holds no model tensors") }
+        if references.allSatisfy({ $0.name.hasPrefix("module.") }) {
+            references = references.map { (String($0.name.dropFirst("module.".count)), $0.tensor) }
+        }
+        let tensors = try references.map { ($0.name, try file.materialize($0.tensor, name: $0.name)) }
+        return (tensors, metadata)
+    }
+
+    /// `ssd convert pth`: reads `input`, writes every tensor to `output`.
+    public static func convertStateDict(input: URL, output: URL) throws -> Int {
+        let tensors = try stateDictTensors(try TorchFile(url: input))
+        try writeSafetensors(tensors, to: output)
+        return tensors.count
+    }
+
+    /// `ssd convert checkpoint`: reads `input`, writes the model weights to `output`.
+    public static func convertCheckpoint(input: URL, output: URL) throws -> Int {
+        let (tensors, metadata) = try checkpointTensors(try TorchFile(url: input))
+        try writeSafetensors(tensors, metadata: metadata, to: output)
+        return tensors.count
+    }
+
+    /// Serialises tensors of any supported dtype as safetensors (header keys sorted, data in the
+    /// given order, data section 8-byte aligned).
+    public static func encodeSafetensors(_ tensors: [(name: String, tensor: TorchTensor)], metadata: [String: String] = [:]) throws -> Data {
+        var header: [String: Any] = [:]
+        var offset = 0
+        for (name, tensor) in tensors {
+            guard tensor.isConsistent else {
+                throw InteropError.unexpectedContent(file: "<output>", message: "tensor '\(name)': \(tensor.bytes.count) bytes do not match shape \(tensor.shape)")
+            }
+            guard name != "__metadata__", header[name] == nil else {
+                throw InteropError.unexpectedContent(file: "<output>", message: "duplicate or reserved tensor name '\(name)'")
+            }
+            header[name] = ["dtype": tensor.dtype.rawValue, "shape": tensor.shape,
+                            "data_offsets": [offset, offset + tensor.bytes.count]] as [String: Any]
+            offset += tensor.bytes.count
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        var out = Data(capacity: 8 + json.count + offset)
+        var length = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+        out.append(json)
+        for (_, tensor) in tensors { out.append(contentsOf: tensor.bytes) }
+        return out
+    }
+
+    /// Writes `tensors` to `url` atomically.
+    public static func writeSafetensors(_ tensors: [(name: String, tensor: TorchTensor)], metadata: [String: String] = [:], to url: URL) throws {
+        try writeAtomically(try encodeSafetensors(tensors, metadata: metadata), to: url)
+    }
+}

@@ -1,1 +1,0 @@
-// Interop: .pth reading (zip and legacy), restricted unpickler, VGG16 conversion (issue 4).

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import SSDData
+import SSDDetection
+import SSDEvaluation
+import SSDTraining
+
+/// `ssd eval`: the reference's eval.py.
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a model: detections on a test set, per-class AP and mAP.",
+        discussion: "Evaluation thresholds are the reference's (min score 0.01, overlap 0.45, top 200) so results compare with the paper.")
+
+    @OptionGroup var engine: EngineOptions
+    @Option(help: "Weights or checkpoint (safetensors).") var weights: String
+    @Option(help: "A VOC-layout folder to evaluate on (with --split).") var voc: String?
+    @Option(help: "The split of --voc.") var split: String = "test"
+    @Option(help: "A folder of data lists (TEST_images.json, TEST_objects.json) instead of --voc.") var data: String?
+    @Option(help: "voc07 (11-point, the reference), voc12 (area) or coco (IoU 0.50:0.05:0.95).") var metric: APMetric = .voc07
+    @Option(help: "Minimum class score of a detection.") var minScore: Float = 0.01
+    @Option(help: "NMS overlap threshold.") var maxOverlap: Float = 0.45
+    @Option(help: "Detections kept per image.") var topK: Int = 200
+    @Option(help: "Images per forward pass.") var batchSize: Int = 8
+    @Option(help: "Write {\"mAP\", \"APs\", \"metric\"} here.") var json: String?
+    @Option(help: "Write the per-class AP bar chart here (PNG).") var plot: String?
+
+    func validate() throws {
+        if (voc == nil) == (data == nil) { throw ValidationError("give exactly one of --voc and --data") }
+        if batchSize < 1 || topK < 1 { throw ValidationError("--batch-size and --top-k must be at least 1") }
+        if !(0..<1).contains(minScore) || !(0...1).contains(maxOverlap) { throw ValidationError("--min-score in [0, 1), --max-overlap in [0, 1]") }
+    }
+
+    func run() throws {
+        engine.apply()
+        let (model, names) = try loadModel(weights, algorithm: engine.algorithm)
+        let list: DataList
+        if let voc {
+            try requireExisting(voc, what: "--voc", folder: true)
+            let report = try DataLists.build(trainRoots: [], testRoots: [URL(fileURLWithPath: voc)], classes: .given(names),
+                                             testSplit: split)
+            for item in report.skipped { printError("skipped \(item)") }
+            list = report.test
+        } else {
+            try requireExisting(data!, what: "--data", folder: true)
+            list = try DataLists.read(split: "TEST", from: URL(fileURLWithPath: data!))
+        }
+        guard !list.images.isEmpty else { throw UserError("\(voc ?? data!): the test list is empty") }
+        let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test), batchSize: batchSize, shuffle: false)
+        let bar = ProgressBar(total: list.images.count, label: "eval")
+        let result = try Evaluator.evaluate(model: model, loader: loader,
+                                            settings: DetectionSettings(minScore: minScore, maxOverlap: maxOverlap, topK: topK),
+                                            metric: metric) { done, _ in bar.update(done) }
+        bar.finish()
+        printAPTable(names: names, result: result.scores)
+        if let json { try writeAPJSON(names: names, result: result.scores, to: json) }
+        if let plot { try Plots.averagePrecisions(names: names, result: result.scores, to: URL(fileURLWithPath: plot)) }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import XCTest
+
+/// The `ssd` executable as a user meets it: help texts, usage errors, one-line errors naming
+/// the file, exit codes, and `ssd map` end to end.
+final class CommandLineTests: XCTestCase {
+    /// The `ssd` binary built beside this test bundle.
+    var binary: URL {
+        get throws {
+            var dir = Bundle(for: Self.self).bundleURL
+            for _ in 0..<4 {
+                let candidate = dir.appendingPathComponent("ssd")
+                if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+                dir = dir.deletingLastPathComponent()
+            }
+            throw XCTSkip("the ssd executable was not built beside the tests")
+        }
+    }
+
+    struct Outcome { let status: Int32; let output: String; let error: String }
+
+    func ssd(_ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = try binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile(), error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Outcome(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
+                       error: String(decoding: error, as: UTF8.self))
+    }
+
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("SSDEvaluationTests/Fixtures")
+
+    func testHelpListsTheSubcommandsAndTheirFlags() throws {
+        let help = try ssd(["--help"])
+        XCTAssertEqual(help.status, 0)
+        for command in ["demo", "create-data-lists", "train", "eval", "detect", "map", "convert", "bench"] {
+            XCTAssertTrue(help.output.contains(command), "ssd --help lists \(command)")
+        }
+        let train = try ssd(["train", "--help"]).output
+        for flag in ["--data", "--weights", "--resume", "--batch-size", "--lr", "--momentum", "--weight-decay", "--iterations",
+                     "--decay-at", "--checkpoint-every", "--optimizer"] {
+            XCTAssertTrue(train.contains(flag), "ssd train --help shows \(flag)")
+        }
+        let detect = try ssd(["detect", "--help"]).output
+        for flag in ["--weights", "--out", "--json", "--min-score", "--max-overlap", "--top-k", "--suppress"] {
+            XCTAssertTrue(detect.contains(flag), "ssd detect --help shows \(flag)")
+        }
+        let eval = try ssd(["eval", "--help"]).output
+        for flag in ["--voc", "--split", "--data", "--weights", "--json", "--metric", "--min-score"] {
+            XCTAssertTrue(eval.contains(flag), "ssd eval --help shows \(flag)")
+        }
+    }
+
+    func testUsageErrorsAndContradictions() throws {
+        let unknown = try ssd(["train", "--data", "x", "--no-such-flag"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.error.contains("no-such-flag"), unknown.error)
+        let both = try ssd(["train", "--data", "x", "--weights", "a", "--resume", "b"])
+        XCTAssertNotEqual(both.status, 0)
+        XCTAssertTrue(both.error.contains("contradict"), both.error)
+        let neither = try ssd(["eval", "--weights", "w.safetensors"])
+        XCTAssertNotEqual(neither.status, 0)
+        XCTAssertTrue(neither.error.contains("--voc") && neither.error.contains("--data"), neither.error)
+    }
+
+    func testMissingFilesGiveOneLineErrorsNamingThem() throws {
+        for arguments in [["detect", "/nonexistent/photo.jpg", "--weights", "/nonexistent/w.safetensors"],
+                          ["eval", "--data", "/nonexistent/lists", "--weights", "/nonexistent/w.safetensors"],
+                          ["map", "--input", "/nonexistent/case.json"],
+                          ["train", "--data", "/nonexistent/lists"]] {
+            let outcome = try ssd(arguments)
+            XCTAssertNotEqual(outcome.status, 0, "\(arguments)")
+            XCTAssertTrue(outcome.error.contains("/nonexistent/"), "\(arguments): \(outcome.error)")
+            XCTAssertEqual(outcome.error.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count, 1,
+                           "\(arguments): one line: \(outcome.error)")
+        }
+    }
+
+    func testMapReproducesTheReference() throws {
+        let input = fixtures.appendingPathComponent("map_case.json")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("map-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let outcome = try ssd(["map", "--input", input.path, "--json", out.path])
+        XCTAssertEqual(outcome.status, 0, outcome.error)
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as! [String: Any]
+        let expected = (try JSONSerialization.jsonObject(with: Data(contentsOf: input)) as! [String: Any])["expected"] as! [String: Any]
+        XCTAssertEqual(written["mAP"] as! Double, expected["mAP"] as! Double, accuracy: 1e-6)
+        XCTAssertEqual(written["metric"] as? String, "voc07")
+        let aps = written["APs"] as! [String: Double], expectedAPs = expected["APs"] as! [String: Double]
+        XCTAssertEqual(Set(aps.keys), Set(expectedAPs.keys))
+        for (name, ap) in expectedAPs { XCTAssertEqual(aps[name]!, ap, accuracy: 1e-6, name) }
+        XCTAssertTrue(outcome.output.contains("mAP"))
+    }
+}
