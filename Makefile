@@ -22,8 +22,7 @@ test: deps
 	$(SWIFT) test -c release --skip-build --disable-swift-testing
 
 demo: build
-	.build/release/ssd info
-	.build/release/ssd bench --workload inference --repeats 2
+	.build/release/ssd demo --output demo-output
 
 bench: build
 	.build/release/ssd bench

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SSDData
 import SSDDetection
 import SSDEngine
 import SSDLayers
@@ -13,11 +14,11 @@ struct Bench: ParsableCommand {
             Peak memory is the whole process's, so run one workload per process to read it for that workload.
             """)
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case inference, train, all }
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case inference, train, data, all }
 
     @OptionGroup var engine: EngineOptions
 
-    @Option(help: "What to time: inference, train, or all.")
+    @Option(help: "What to time: inference (batch 1 and 8, and detection post-processing), train, data (decode and transforms), or all.")
     var workload: Workload = .all
 
     @Option(help: "Batch sizes for inference.")
@@ -52,7 +53,7 @@ struct Bench: ParsableCommand {
         let model = compact ? try SSD300(configuration: .compact(classCount: 21), algorithm: engine.algorithm)
             : SSD300(classCount: 21, algorithm: engine.algorithm)
         if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
-        if workload != .train {
+        if workload == .inference || workload == .all {
             for batch in inferenceBatches {
                 let images = Tensor(shape: [batch, 3, 300, 300])
                 var rng = SeededRandom(seed: 1)
@@ -77,7 +78,7 @@ struct Bench: ParsableCommand {
             print(String(format: "detect post-processing: %7.2f ms/img (%d boxes kept over %d images, %@ weights)",
                          perImage, boxes, locs.dim(0), weights == nil ? "untrained" : "given"))
         }
-        if workload != .inference {
+        if workload == .train || workload == .all {
             let batch = trainBatch
             let images = Tensor(shape: [batch, 3, 300, 300])
             var rng = SeededRandom(seed: 2)
@@ -108,9 +109,33 @@ struct Bench: ParsableCommand {
             print(String(format: "train step batch %2d: %7.1f ms/step   %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
             if profile { printProfile(stepSeconds: seconds) }
         }
+        if workload == .data || workload == .all {
+            // Decode + the reference's training transforms, on a synthetic VOC set of VOC-sized JPEGs.
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ssd-bench-\(getpid())")
+            defer { try? FileManager.default.removeItem(at: folder) }
+            var options = SyntheticVOC.Options()
+            options.trainCount = 96
+            options.testCount = 0
+            try SyntheticVOC.generate(at: folder, options: options)
+            let list = try DataLists.build(trainRoots: [folder], testRoots: [], classes: .given(SyntheticVOC.classes)).train
+            for threads in [1, 2] {
+                for split in [DataSplit.train, .test] {
+                    let r = try DataThroughput.measure(DetectionDataset(list: list, split: split), threads: threads, count: 192)
+                    let key = "data_pipeline_\(split == .train ? "train" : "test")_\(threads)thread_img_per_s"
+                    results[key] = r.imagesPerSecond
+                    print(String(format: "data %@ transforms, %d thread%@: %6.1f img/s (%.1f per thread-CPU-second)",
+                                 split == .train ? "train" : "test ", threads, threads == 1 ? " " : "s", r.imagesPerSecond,
+                                 r.imagesPerThreadCPUSecond))
+                }
+            }
+            results["data_pipeline_img_per_s"] = results["data_pipeline_train_2thread_img_per_s"]
+        }
         if let peak = peakResidentMiB() {
-            results[workload == .inference ? "peak_rss_inference_mb" : "peak_rss_mb"] = peak
-            if workload == .train { results["peak_rss_train_bs\(trainBatch)_mb"] = peak }
+            switch workload {
+            case .train: results["peak_rss_train_bs\(trainBatch)_mb"] = peak
+            case .inference: results["peak_rss_inference_mb"] = peak
+            case .data, .all: results["peak_rss_mb"] = peak
+            }
             print(String(format: "peak resident memory: %.0f MiB", peak))
         }
         if let json {
