@@ -139,7 +139,7 @@ struct Bench: ParsableCommand {
             print(String(format: "peak resident memory: %.0f MiB", peak))
         }
         if let json {
-            let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             try writeAtomically(data, to: URL(fileURLWithPath: json))
         }
     }

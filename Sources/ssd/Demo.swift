@@ -21,7 +21,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Folder for everything the demo writes.") var output: String = "demo-output"
     @Option(help: "Synthetic training images.") var trainImages: Int = 2000
     @Option(help: "Synthetic held-out test images.") var testImages: Int = 150
-    @Option(help: "Training iterations.") var iterations: Int = 1000
+    @Option(help: "Training iterations.") var iterations: Int = 800
     @Option(help: "Images per batch.") var batchSize: Int = 16
     @Option(help: "Adam learning rate (cosine decay to zero).") var lr: Float = 2e-3
     @Option(help: "Seed of the data, the initialisation and the training order.") var seed: UInt64 = 1
@@ -81,6 +81,9 @@ struct Demo: ParsableCommand {
         bar.finish()
         let trainSeconds = Date().timeIntervalSince(start)
         try Plots.lossCurve(log: log, to: run.appendingPathComponent("loss.png"))
+        // The weights alone (no optimizer state), with the class names, for `ssd detect`.
+        let weights = run.appendingPathComponent("model.safetensors")
+        try model.save(to: weights, metadata: ["class_names": ClassNames.encode(names)])
 
         // 3. Evaluate on the held-out split.
         let testLoader = try DataLoader(dataset: DetectionDataset(list: report.test, split: .test), batchSize: batchSize, shuffle: false)
@@ -108,7 +111,7 @@ struct Demo: ParsableCommand {
         }
         print(String(format: "\nmAP (voc07) on %d held-out images: %.3f", result.images, result.scores.meanAveragePrecision))
         print(String(format: "training %.0f s, everything %.0f s", trainSeconds, Date().timeIntervalSince(start)))
-        print("checkpoint: \(checkpoint.path)")
+        print("checkpoint: \(checkpoint.path) (weights only: \(weights.path))")
         print("plots: \(run.appendingPathComponent("loss.png").path), \(run.appendingPathComponent("ap.png").path)")
         print("annotated test images: \(detections.path)/")
     }

@@ -67,7 +67,7 @@ struct Detect: ParsableCommand {
             }
         }
         if let json {
-            let data = try JSONSerialization.data(withJSONObject: records, options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: records, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             try writeAtomically(data, to: URL(fileURLWithPath: json))
         }
     }

@@ -60,6 +60,6 @@ func writeAPJSON(names: [String], result: APResult, to path: String) throws {
     var aps: [String: Double] = [:]
     for (name, ap) in zip(names, result.averagePrecisions) { aps[name] = Double(ap) }
     let object: [String: Any] = ["mAP": Double(result.meanAveragePrecision), "APs": aps, "metric": result.metric.rawValue]
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     try writeAtomically(data, to: URL(fileURLWithPath: path))
 }
