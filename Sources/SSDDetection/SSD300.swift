@@ -33,12 +33,12 @@ public final class SSD300 {
 
     /// Backward buffers, planned once per batch size. The chain of activation gradients
     /// through the base and auxiliary layers needs only two live buffers at a time, so two
-    /// slots sized for the largest activation serve every layer through views; a third slot,
-    /// sized for the largest prediction source, is scratch for the heads and the L2 norm.
+    /// slots sized for the largest activation serve every layer through views — and serve as
+    /// scratch for the heads (before the chain starts) and the L2 norm (in the slot conv4_3's
+    /// input gradient is about to overwrite).
     private var gradientSlots: [Tensor] = []
     private var gradientViews: [ViewKey: Tensor] = [:]
     private struct ViewKey: Hashable { let slot: Int; let shape: [Int]; let layout: ActivationLayout }
-    private static let scratchSlot = 2
     /// d loss / d feature per prediction source.
     private var featureGrads: [Tensor] = []
 
@@ -172,7 +172,7 @@ public final class SSD300 {
         return (locs, scores)
     }
 
-    /// A gradient buffer shaped like `t`, viewing slot 0, 1 or `scratchSlot`.
+    /// A gradient buffer shaped like `t`, viewing slot 0 or 1.
     private func gradient(_ slot: Int, like t: Tensor) -> Tensor {
         let key = ViewKey(slot: slot, shape: t.shape, layout: t.layout)
         if let v = gradientViews[key] { return v }
@@ -189,9 +189,9 @@ public final class SSD300 {
             case let .pool(p): return p.output.count
             }
         } + auxConvs.map(\.output.count)
-        let largest = activations.max() ?? 0, largestSource = sources.map(\.count).max() ?? 0
-        if gradientSlots.map(\.count) != [largest, largest, largestSource] {
-            gradientSlots = [Tensor(shape: [largest]), Tensor(shape: [largest]), Tensor(shape: [largestSource])]
+        let largest = max(activations.max() ?? 0, sources.map(\.count).max() ?? 0)
+        if gradientSlots.map(\.count) != [largest, largest] {
+            gradientSlots = [Tensor(shape: [largest]), Tensor(shape: [largest])]
             gradientViews = [:]
         }
         if featureGrads.map(\.shape) != sources.map(\.shape) || featureGrads.map(\.layout) != sources.map(\.layout) {
@@ -209,7 +209,7 @@ public final class SSD300 {
         planBackward(sources)
         for (i, (head, feature)) in zip(heads, sources).enumerated() {
             try head.backward(feature, gradLocs: gradLocs, gradScores: gradScores, featureGrad: featureGrads[i],
-                              scratch: gradient(Self.scratchSlot, like: feature))
+                              scratch: gradient(0, like: feature))
         }
         // Auxiliary convolutions, last to first; each *_2 output also receives its head's gradient.
         var grad = featureGrads[5]
@@ -238,7 +238,8 @@ public final class SSD300 {
             case let .conv(c):
                 if c === conv4_3 {
                     // conv4_3's output feeds pool4 and, through the L2 norm, its head.
-                    let normGrad = gradient(Self.scratchSlot, like: conv4_3.output)
+                    // Its gradient goes through the slot the input gradient will overwrite next.
+                    let normGrad = gradient(slot, like: conv4_3.output)
                     try l2norm.backward(input: conv4_3.output, outputGrad: featureGrads[0], inputGrad: normGrad)
                     add(normGrad, into: grad)
                 }

@@ -106,7 +106,9 @@ struct DNNLConvolutionDescs {
         userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
         userDst = try memoryDesc(s.outputShape, output.dnnlTag)
         bias = try memoryDesc([s.outChannels], dnnl_x)
-        anySrc = try memoryDesc(s.inputShape, dnnl_format_tag_any)
+        // A few-channel plain input (the RGB image) stays plain: left to choose, oneDNN pads it to
+        // 16 channels in a blocked copy — five times the memory and a reorder per call.
+        anySrc = input == .nchw && s.inChannels < 16 ? userSrc : try memoryDesc(s.inputShape, dnnl_format_tag_any)
         anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
         anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
     }

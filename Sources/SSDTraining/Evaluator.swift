@@ -13,6 +13,10 @@ public enum Evaluator {
         /// Fractional detections per image, in data-set order.
         public var detections: [[Detection]]
         public var images: Int
+        /// Wall-clock milliseconds per image of the network's forward pass and of detection
+        /// post-processing (softmax, decoding, per-class NMS, top k).
+        public var forwardMillisecondsPerImage: Double
+        public var postProcessingMillisecondsPerImage: Double
     }
 
     /// `loader` must be built on the test split without shuffling. `progress(done, total)` is
@@ -29,9 +33,17 @@ public enum Evaluator {
         let batches = loader.epoch(0)
         defer { batches.cancel() }
         var done = 0
+        var forwardSeconds = 0.0, postSeconds = 0.0
         while let batch = try batches.nextBatch() {
+            if let bad = batch.labels.joined().first(where: { $0 < 1 || $0 >= model.classCount }) {
+                throw TrainingError.data("the test list has label \(bad), but the model knows labels 1…\(model.classCount - 1)")
+            }
+            var t = Date()
             let (locs, scores) = try model.forward(batch.images)
+            forwardSeconds += Date().timeIntervalSince(t)
+            t = Date()
             let detections = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
+            postSeconds += Date().timeIntervalSince(t)
             for i in 0..<batch.indices.count {
                 let b = batch.boxes[i]
                 truths.append(EvaluationTruth(boxes: stride(from: 0, to: b.count, by: 4).map { Array(b[$0..<($0 + 4)]) },
@@ -44,6 +56,8 @@ public enum Evaluator {
             progress(done, loader.dataset.count)
         }
         let result = try MeanAveragePrecision.compute(truths: truths, detections: found, classCount: model.classCount, metric: metric)
-        return Result(scores: result, detections: all, images: done)
+        return Result(scores: result, detections: all, images: done,
+                      forwardMillisecondsPerImage: forwardSeconds * 1000 / Double(max(done, 1)),
+                      postProcessingMillisecondsPerImage: postSeconds * 1000 / Double(max(done, 1)))
     }
 }

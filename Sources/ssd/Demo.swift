@@ -110,7 +110,9 @@ struct Demo: ParsableCommand {
             try ImageCodec.save(annotator.annotated(image, with: drawn), to: detections.appendingPathComponent(name))
         }
         print(String(format: "\nmAP (voc07) on %d held-out images: %.3f", result.images, result.scores.meanAveragePrecision))
-        print(String(format: "training %.0f s, everything %.0f s", trainSeconds, Date().timeIntervalSince(start)))
+        print(String(format: "training %.0f s, everything %.0f s; per test image: forward %.1f ms, detection post-processing %.2f ms",
+                     trainSeconds, Date().timeIntervalSince(start), result.forwardMillisecondsPerImage,
+                     result.postProcessingMillisecondsPerImage))
         print("checkpoint: \(checkpoint.path) (weights only: \(weights.path))")
         print("plots: \(run.appendingPathComponent("loss.png").path), \(run.appendingPathComponent("ap.png").path)")
         print("annotated test images: \(detections.path)/")

@@ -52,6 +52,8 @@ struct Eval: ParsableCommand {
                                             metric: metric) { done, _ in bar.update(done) }
         bar.finish()
         printAPTable(names: names, result: result.scores)
+        printError(String(format: "%d images; per image: forward %.1f ms, detection post-processing %.2f ms", result.images,
+                          result.forwardMillisecondsPerImage, result.postProcessingMillisecondsPerImage))
         if let json { try writeAPJSON(names: names, result: result.scores, to: json) }
         if let plot { try Plots.averagePrecisions(names: names, result: result.scores, to: URL(fileURLWithPath: plot)) }
     }
