@@ -81,19 +81,21 @@ public enum Detector {
         order.reserveCapacity(nPriors)
         kept.reserveCapacity(4 * settings.topK)
         for c in 1..<classes {
-            // Candidates sorted by descending score: a positive float's bits order as the float
-            // does, so (inverted score bits, prior) keys sort in one pass of integer compares.
+            // Candidates keyed by descending score: a positive float's bits order as the float
+            // does, so (inverted score bits, prior) keys order by score, ties by prior.
             order.removeAll(keepingCapacity: true)
             for p in 0..<nPriors where probabilities[p * classes + c] > settings.minScore {
                 order.append(UInt64(~probabilities[p * classes + c].bitPattern) << 32 | UInt64(p))
             }
             if order.isEmpty { continue }
-            order.sort()
+            // A min-heap of the keys: candidates come out best first, and only as many as NMS
+            // needs (usually far fewer than pass the threshold) are ever ordered.
+            var heap = KeyHeap(order)
             // Greedy NMS, checked lazily: a candidate survives unless it overlaps a kept box by
             // more than maxOverlap (suppressed boxes suppress nothing, so this is the same as
             // suppressing forward from each kept box).
             kept.removeAll(keepingCapacity: true)
-            for key in order {
+            while let key = heap.popMinimum() {
                 let p = Int(key & 0xFFFF_FFFF)
                 let x1 = boxes[4 * p], y1 = boxes[4 * p + 1], x2 = boxes[4 * p + 2], y2 = boxes[4 * p + 3]
                 let area = (x2 - x1) * (y2 - y1)
@@ -121,5 +123,42 @@ public enum Detector {
             found.removeLast(found.count - settings.topK)
         }
         return found
+    }
+}
+
+/// A binary min-heap of 64-bit keys, built in place in O(n).
+struct KeyHeap {
+    private var keys: [UInt64]
+
+    init(_ keys: [UInt64]) {
+        self.keys = keys
+        if keys.count > 1 {
+            for i in stride(from: keys.count / 2 - 1, through: 0, by: -1) { siftDown(i) }
+        }
+    }
+
+    /// The smallest key, removed; nil when empty.
+    mutating func popMinimum() -> UInt64? {
+        guard let first = keys.first else { return nil }
+        let last = keys.removeLast()
+        if !keys.isEmpty {
+            keys[0] = last
+            siftDown(0)
+        }
+        return first
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        let n = keys.count
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < n && keys[l] < keys[m] { m = l }
+            if r < n && keys[r] < keys[m] { m = r }
+            if m == i { return }
+            keys.swapAt(i, m)
+            i = m
+        }
     }
 }

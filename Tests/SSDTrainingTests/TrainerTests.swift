@@ -156,3 +156,29 @@ final class InferenceTests: XCTestCase {
         XCTAssertLessThanOrEqual(worstScore, 1e-5)
     }
 }
+
+/// The shipped compact model (`models/shapes-compact.safetensors`, trained by `ssd demo`) on
+/// fresh synthetic images: it detects, and the fast and direct paths agree on its mAP.
+final class ShippedModelTests: XCTestCase {
+    func testFastAndDirectPathsGiveTheSameMAP() throws {
+        let weights = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/shapes-compact.safetensors")
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ssd-shipped-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var options = SyntheticVOC.Options()
+        options.trainCount = 0
+        options.testCount = 40
+        options.seed = 99  // not the demo's seed: images the model has not seen
+        try SyntheticVOC.generate(at: folder, options: options)
+        let list = try DataLists.build(trainRoots: [], testRoots: [folder], classes: .given(SyntheticVOC.classes)).test
+        var maps: [Float] = []
+        for algorithm in [ConvolutionAlgorithm.direct, .winograd] {
+            let model = try SSD300.load(contentsOf: weights, algorithm: algorithm)
+            let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test), batchSize: 8, shuffle: false)
+            maps.append(try Evaluator.evaluate(model: model, loader: loader).scores.meanAveragePrecision)
+        }
+        print("[measure] shipped model mAP on 40 fresh images: direct \(maps[0]), winograd \(maps[1])")
+        XCTAssertLessThanOrEqual(abs(maps[0] - maps[1]), 0.002)
+        XCTAssertGreaterThan(maps[0], 0.6, "the shipped model detects shapes")
+    }
+}
