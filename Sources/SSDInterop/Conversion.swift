@@ -1,4 +1,5 @@
 import Foundation
+import SSDEngine
 import SSDLayers
 
 /// The `ssd convert` conversions, as library calls: each reads a `.pth`, selects and names the
@@ -53,28 +54,18 @@ public enum TorchConversion {
     /// Serialises tensors of any supported dtype as safetensors (header keys sorted, data in the
     /// given order, data section 8-byte aligned).
     public static func encodeSafetensors(_ tensors: [(name: String, tensor: TorchTensor)], metadata: [String: String] = [:]) throws -> Data {
-        var header: [String: Any] = [:]
-        var offset = 0
-        for (name, tensor) in tensors {
-            guard tensor.isConsistent else {
-                throw InteropError.unexpectedContent(file: "<output>", message: "tensor '\(name)': \(tensor.bytes.count) bytes do not match shape \(tensor.shape)")
-            }
-            guard name != "__metadata__", header[name] == nil else {
-                throw InteropError.unexpectedContent(file: "<output>", message: "duplicate or reserved tensor name '\(name)'")
-            }
-            header[name] = ["dtype": tensor.dtype.rawValue, "shape": tensor.shape,
-                            "data_offsets": [offset, offset + tensor.bytes.count]] as [String: Any]
-            offset += tensor.bytes.count
+        for (name, tensor) in tensors where !tensor.isConsistent {
+            throw InteropError.unexpectedContent(file: "<output>", message: "tensor '\(name)': \(tensor.bytes.count) bytes do not match shape \(tensor.shape)")
         }
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while (8 + json.count) % 8 != 0 { json.append(0x20) }
-        var out = Data(capacity: 8 + json.count + offset)
-        var length = UInt64(json.count).littleEndian
-        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
-        out.append(json)
-        for (_, tensor) in tensors { out.append(contentsOf: tensor.bytes) }
-        return out
+        do {
+            return try SafetensorsWriter.encode(entries: tensors.map { name, tensor in
+                SafetensorsWriter.Entry(name: name, dtype: tensor.dtype.rawValue, shape: tensor.shape, byteCount: tensor.bytes.count) {
+                    $0.append(contentsOf: tensor.bytes)
+                }
+            }, metadata: metadata)
+        } catch let error as EngineError {
+            throw InteropError.unexpectedContent(file: "<output>", message: error.description)
+        }
     }
 
     /// Writes `tensors` to `url` atomically.

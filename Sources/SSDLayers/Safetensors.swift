@@ -218,17 +218,34 @@ public struct SafetensorsFile {
 /// Writes safetensors files (F32 data) atomically: to a temporary file beside the target,
 /// then renamed over it, so a reader never sees a half-written file.
 public enum SafetensorsWriter {
-    /// The serialised bytes of `tensors` (written in the given order) and `metadata`.
-    public static func encode(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws -> Data {
+    /// One tensor to write, of any dtype: its name, dtype ("F32", "I64", …), shape, byte count,
+    /// and a closure appending exactly that many little-endian bytes.
+    public struct Entry {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var byteCount: Int
+        public var appendBytes: (inout Data) -> Void
+
+        public init(name: String, dtype: String, shape: [Int], byteCount: Int, appendBytes: @escaping (inout Data) -> Void) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.byteCount = byteCount
+            self.appendBytes = appendBytes
+        }
+    }
+
+    /// The serialised bytes of `entries` (written in the given order) and `metadata`.
+    public static func encode(entries: [Entry], metadata: [String: String] = [:]) throws -> Data {
         var header: [String: Any] = [:]
         var offset = 0
-        var seen = Set<String>()
-        for (name, t) in tensors {
-            guard name != "__metadata__", seen.insert(name).inserted else {
-                throw EngineError.invalidArgument("safetensors: duplicate or reserved tensor name '\(name)'")
+        for e in entries {
+            guard e.name != "__metadata__", header[e.name] == nil else {
+                throw EngineError.invalidArgument("safetensors: duplicate or reserved tensor name '\(e.name)'")
             }
-            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.count]] as [String: Any]
-            offset += 4 * t.count
+            header[e.name] = ["dtype": e.dtype, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount]] as [String: Any]
+            offset += e.byteCount
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
@@ -238,11 +255,22 @@ public enum SafetensorsWriter {
         var n = UInt64(json.count).littleEndian
         withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
         out.append(json)
-        for (_, t) in tensors {
-            // Tensors are little-endian f32 on every platform we build for.
-            out.append(UnsafeBufferPointer(start: t.data, count: t.count))
+        for e in entries {
+            let before = out.count
+            e.appendBytes(&out)
+            guard out.count - before == e.byteCount else {
+                throw EngineError.invalidArgument("safetensors: tensor '\(e.name)' wrote \(out.count - before) bytes, declared \(e.byteCount)")
+            }
         }
         return out
+    }
+
+    /// The serialised bytes of f32 `tensors` (written in the given order) and `metadata`.
+    public static func encode(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws -> Data {
+        // Tensors are little-endian f32 on every platform we build for.
+        try encode(entries: tensors.map { name, t in
+            Entry(name: name, dtype: "F32", shape: t.shape, byteCount: 4 * t.count) { $0.append(UnsafeBufferPointer(start: t.data, count: t.count)) }
+        }, metadata: metadata)
     }
 
     /// Writes `tensors` and `metadata` to `url` atomically.
