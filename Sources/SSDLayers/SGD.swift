@@ -53,9 +53,6 @@ public final class SGD {
         self.velocities = parameters.map { Tensor(shape: $0.shape) }
     }
 
-    /// Sets every parameter's gradient to zero.
-    public func zeroGrad() { for p in parameters { p.zeroGrad() } }
-
     /// One update from the accumulated gradients; then `iteration += 1`.
     public func step() {
         let c = configuration
