@@ -22,7 +22,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Detections kept per image.") var topK: Int = 200
     @Option(help: "Images per forward pass.") var batchSize: Int = 8
     @Option(help: "Write {\"mAP\", \"APs\", \"metric\"} here.") var json: String?
-    @Option(help: "Write the per-class AP bar chart here (PNG).") var plot: String?
+    @Option(help: "Write the per-class AP bar chart here (PNG). Default with --json: beside it, as NAME_ap.png.") var plot: String?
 
     func validate() throws {
         if (voc == nil) == (data == nil) { throw ValidationError("give exactly one of --voc and --data") }
@@ -55,6 +55,10 @@ struct Eval: ParsableCommand {
         printError(String(format: "%d images; per image: forward %.1f ms, detection post-processing %.2f ms", result.images,
                           result.forwardMillisecondsPerImage, result.postProcessingMillisecondsPerImage))
         if let json { try writeAPJSON(names: names, result: result.scores, to: json) }
-        if let plot { try Plots.averagePrecisions(names: names, result: result.scores, to: URL(fileURLWithPath: plot)) }
+        let chart = plot ?? json.map { URL(fileURLWithPath: $0).deletingPathExtension().path + "_ap.png" }
+        if let chart {
+            try Plots.averagePrecisions(names: names, result: result.scores, to: URL(fileURLWithPath: chart))
+            print("AP chart: \(chart)")
+        }
     }
 }
