@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
-        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),

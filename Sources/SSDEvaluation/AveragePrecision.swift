@@ -53,11 +53,6 @@ public struct APResult: Equatable, Sendable {
     public var metric: APMetric
 }
 
-/// The 20 Pascal VOC classes in the reference's label order (labels 1…20; 0 is background).
-public let vocClassNames = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-                            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-                            "tvmonitor"]
-
 public enum MeanAveragePrecision {
     /// Average precision of every non-background class (1..<classCount) and their mean, as the
     /// reference computes it for `.voc07`: detections of a class sorted by score; each matches

@@ -26,24 +26,12 @@ public enum VGGImport {
         let out = Tensor(shape: outShape)
         guard out.count > 0 else { return out }
         let rank = outShape.count
-        // Input strides (row-major) scaled by each step.
+        // Input strides (row-major) scaled by each step: a strided view, copied contiguous.
         var inputStrides = [Int](repeating: 1, count: rank)
         for d in stride(from: rank - 2, through: 0, by: -1) { inputStrides[d] = inputStrides[d + 1] * tensor.shape[d + 1] }
         let jumps = (0..<rank).map { inputStrides[$0] * (steps[$0] ?? 1) }
-        var index = [Int](repeating: 0, count: rank)
-        var offset = 0
-        for n in 0..<out.count {
-            out.data[n] = tensor.data[offset]
-            var d = rank - 1
-            while d >= 0 {
-                index[d] += 1
-                offset += jumps[d]
-                if index[d] < outShape[d] { break }
-                offset -= jumps[d] * outShape[d]
-                index[d] = 0
-                d -= 1
-            }
-        }
+        copyStrided(from: UnsafeRawBufferPointer(tensor.buffer), base: 0, shape: outShape, strides: jumps,
+                    elementSize: MemoryLayout<Float>.stride, into: UnsafeMutableRawBufferPointer(out.buffer))
         return out
     }
 

@@ -100,14 +100,7 @@ struct Demo: ParsableCommand {
         let annotator = try DetectionAnnotator()
         let files = report.test.images.prefix(samples).map { URL(fileURLWithPath: $0) }
         for photo in try Inference.detect(files: Array(files), model: model, settings: .demo) {
-            let drawn = photo.detections.indices.map { i -> DetectionAnnotation in
-                let b = photo.pixelBox(i), d = photo.detections[i]
-                return DetectionAnnotation(xMin: Double(b[0]), yMin: Double(b[1]), xMax: Double(b[2]), yMax: Double(b[3]),
-                                           label: d.label, name: names[d.label - 1], score: Double(d.score))
-            }
-            let image = try ImageCodec.load(URL(fileURLWithPath: photo.path))
-            let name = URL(fileURLWithPath: photo.path).deletingPathExtension().lastPathComponent + "_detections.png"
-            try ImageCodec.save(annotator.annotated(image, with: drawn), to: detections.appendingPathComponent(name))
+            try saveAnnotated(photo, names: names, annotator: annotator, folder: detections)
         }
         print(String(format: "\nmAP (voc07) on %d held-out images: %.3f", result.images, result.scores.meanAveragePrecision))
         print(String(format: "training %.0f s, everything %.0f s; per test image: forward %.1f ms, detection post-processing %.2f ms",

@@ -50,20 +50,15 @@ struct Detect: ParsableCommand {
         var records: [[String: Any]] = []
         for result in results {
             var list: [[String: Any]] = []
-            var drawn: [DetectionAnnotation] = []
             for (i, d) in result.detections.enumerated() {
                 let box = result.pixelBox(i)
                 list.append(["box": box.map { Double($0) }, "label": names[d.label - 1], "score": Double(d.score)])
-                drawn.append(DetectionAnnotation(xMin: Double(box[0]), yMin: Double(box[1]), xMax: Double(box[2]), yMax: Double(box[3]),
-                                                 label: d.label, name: names[d.label - 1], score: Double(d.score)))
             }
             records.append(["image": result.path, "width": result.width, "height": result.height, "detections": list])
             print("\(result.path): " + (list.isEmpty ? "nothing found" : result.detections.map {
                 String(format: "%@ %.2f", names[$0.label - 1], $0.score) }.joined(separator: ", ")))
             if let out, let annotator {
-                let photo = try ImageCodec.load(URL(fileURLWithPath: result.path))
-                let name = URL(fileURLWithPath: result.path).deletingPathExtension().lastPathComponent + "_detections.png"
-                try ImageCodec.save(annotator.annotated(photo, with: drawn), to: URL(fileURLWithPath: out).appendingPathComponent(name))
+                try saveAnnotated(result, names: names, annotator: annotator, folder: URL(fileURLWithPath: out))
             }
         }
         if let json {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SSDData
 import SSDEvaluation
 import SSDLayers
 
@@ -32,7 +33,7 @@ struct MapCommand: ParsableCommand {
     }
 
     func run() throws {
-        let names = classes.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? vocClassNames
+        let names = classes.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? LabelMap.voc.classes
         let file = try EvaluationFile(url: URL(fileURLWithPath: input))
         let maxLabel = (file.truths.flatMap(\.labels) + file.detections.flatMap(\.labels)).max() ?? 0
         guard maxLabel <= names.count else {

@@ -1,4 +1,5 @@
 import Foundation
+import SSDData
 import SSDDetection
 import SSDEngine
 import SSDEvaluation
@@ -23,8 +24,8 @@ func classNames(from file: SafetensorsFile, classCount: Int) throws -> [String] 
         }
         return names
     }
-    guard classCount == vocClassNames.count + 1 else {
+    guard classCount == LabelMap.voc.classes.count + 1 else {
         throw UserError("\(file.path): \(classCount - 1) classes but no class names in its metadata")
     }
-    return vocClassNames
+    return LabelMap.voc.classes
 }

@@ -2,6 +2,7 @@ import Foundation
 import SSDData
 import SSDEvaluation
 import SSDGraphics
+import SSDTraining
 
 /// The plots the commands write next to their outputs.
 enum Plots {
@@ -36,4 +37,17 @@ enum Plots {
                              valueRange: 0...1)
         try ImageCodec.save(try chart.render(width: 900, height: max(360, 90 + 26 * names.count)), to: url)
     }
+}
+
+/// Draws `photo`'s detections on the photo (the reference's boxes and labels) and writes it to
+/// `folder` as NAME_detections.png.
+func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: DetectionAnnotator, folder: URL) throws {
+    let drawn = photo.detections.indices.map { i -> DetectionAnnotation in
+        let b = photo.pixelBox(i), d = photo.detections[i]
+        return DetectionAnnotation(xMin: Double(b[0]), yMin: Double(b[1]), xMax: Double(b[2]), yMax: Double(b[3]),
+                                   label: d.label, name: names[d.label - 1], score: Double(d.score))
+    }
+    let image = try ImageCodec.load(URL(fileURLWithPath: photo.path))
+    let name = URL(fileURLWithPath: photo.path).deletingPathExtension().lastPathComponent + "_detections.png"
+    try ImageCodec.save(annotator.annotated(image, with: drawn), to: folder.appendingPathComponent(name))
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SSDData
 import SSDEvaluation
 import SSDTestSupport
 import XCTest
@@ -14,7 +15,7 @@ final class AveragePrecisionTests: XCTestCase {
         let expected = json["expected"] as! [String: Any]
         let aps = expected["APs"] as! [String: Double]
         var worst = 0.0
-        for (i, name) in vocClassNames.enumerated() {
+        for (i, name) in LabelMap.voc.classes.enumerated() {
             let e = try XCTUnwrap(aps[name], name)
             worst = max(worst, abs(Double(result.averagePrecisions[i]) - e))
             XCTAssertEqual(Double(result.averagePrecisions[i]), e, accuracy: 1e-6, name)
