@@ -15,7 +15,33 @@ public final class DNNLBackend: Backend {
     private var reorderCache: [ReorderKey: (DNNLPrimitive, DNNLMemory, DNNLMemory)] = [:]
     private struct ReorderKey: Hashable { let shape: [Int]; let from: ActivationLayout; let to: ActivationLayout }
 
-    public func preferredLayout(channels: Int) -> ActivationLayout { channels % 16 == 0 ? .blocked16 : .nchw }
+    /// The activation layout oneDNN's fastest convolution wants on this host, asked once.
+    public private(set) lazy var hostLayout: ActivationLayout = DNNLBackend.probeActivationLayout()
+
+    public func preferredLayout(channels: Int) -> ActivationLayout {
+        hostLayout.admits([1, channels, 1, 1]) ? hostLayout : .nchw
+    }
+
+    /// Asks oneDNN which layout it picks (`format_tag_any`) for the destination of a typical
+    /// 3×3 convolution (64 → 64 channels, 38×38) and maps it to a layout we can carry between
+    /// layers: nChw{b}c for the block it chose, NCHW if it chose something else.
+    static func probeActivationLayout() -> ActivationLayout {
+        let shape = ConvolutionShape(batch: 1, inChannels: 64, outChannels: 64, inHeight: 38, inWidth: 38,
+                                     kernelSize: (3, 3), padding: (1, 1))
+        guard let descs = try? DNNLConvolutionDescs(shape, input: .nchw, output: .nchw) else { return .nchw }
+        var d = descs
+        var op = dnnl_convolution_desc_t()
+        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_inference, dnnl_convolution_direct, &d.anySrc,
+                                                         &d.anyWeights, &d.bias, &d.anyDst, d.strides, d.dilates, d.padL,
+                                                         d.padR) == dnnl_success,
+              let probe = try? DNNLPrimitive(opDesc: &op, what: "layout probe")
+        else { return .nchw }
+        let chosen = probe.queryDesc(dnnl_query_dst_md)
+        for layout in ActivationLayout.dnnlBlocked {
+            if let md = try? memoryDesc(shape.outputShape, layout), sameLayout(md, chosen) { return layout }
+        }
+        return .nchw
+    }
 
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
                             output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
@@ -36,8 +62,8 @@ public final class DNNLBackend: Backend {
         let key = ReorderKey(shape: source.shape, from: source.layout, to: destination.layout)
         let entry: (DNNLPrimitive, DNNLMemory, DNNLMemory)
         if let cached = reorderCache[key] { entry = cached } else {
-            let from = try memoryDesc(source.shape, source.layout.dnnlTag)
-            let to = try memoryDesc(source.shape, destination.layout.dnnlTag)
+            let from = try memoryDesc(source.shape, source.layout)
+            let to = try memoryDesc(source.shape, destination.layout)
             entry = (try DNNLPrimitive(reorderFrom: from, to: to), try DNNLMemory(from, own: false), try DNNLMemory(to, own: false))
             reorderCache[key] = entry
         }
@@ -102,13 +128,14 @@ struct DNNLConvolutionDescs {
             (s.outHeight - 1) * s.strideHeight + s.dilationHeight * (s.kernelHeight - 1) + 1 - s.inHeight - s.paddingHeight,
             (s.outWidth - 1) * s.strideWidth + s.dilationWidth * (s.kernelWidth - 1) + 1 - s.inWidth - s.paddingWidth,
         ].map { dnnl_dim_t($0) }
-        userSrc = try memoryDesc(s.inputShape, input.dnnlTag)
+        userSrc = try memoryDesc(s.inputShape, input)
         userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
-        userDst = try memoryDesc(s.outputShape, output.dnnlTag)
+        userDst = try memoryDesc(s.outputShape, output)
         bias = try memoryDesc([s.outChannels], dnnl_x)
         // A few-channel plain input (the RGB image) stays plain: left to choose, oneDNN pads it to
-        // 16 channels in a blocked copy — five times the memory and a reorder per call.
-        anySrc = input == .nchw && s.inChannels < 16 ? userSrc : try memoryDesc(s.inputShape, dnnl_format_tag_any)
+        // a whole channel block in a blocked copy — several times the memory and a reorder per call.
+        let fewChannels = ActivationLayout.dnnlBlocked.allSatisfy { s.inChannels % $0.channelBlock != 0 }
+        anySrc = input == .nchw && fewChannels ? userSrc : try memoryDesc(s.inputShape, dnnl_format_tag_any)
         anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
         anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
     }
@@ -308,8 +335,8 @@ final class DNNLMaxPooling: PoolingKernel {
         self.shape = shape
         self.layout = layout
         let s = shape
-        var srcDesc = try memoryDesc(s.inputShape, layout.dnnlTag)
-        var dstDesc = try memoryDesc(s.outputShape, layout.dnnlTag)
+        var srcDesc = try memoryDesc(s.inputShape, layout)
+        var dstDesc = try memoryDesc(s.outputShape, layout)
         let padL = [s.padding, s.padding].map { dnnl_dim_t($0) }
         // Ceil mode: pad on the right just enough for oneDNN to produce PyTorch's extent.
         let padR = [

@@ -229,13 +229,25 @@ final class DNNLStaging {
 }
 
 extension ActivationLayout {
-    /// The oneDNN format tag of this layout.
-    var dnnlTag: dnnl_format_tag_t {
+    /// The oneDNN format tag of this layout, or nil for a block oneDNN has no tag for.
+    var dnnlTag: dnnl_format_tag_t? {
         switch self {
         case .nchw: return dnnl_nchw
-        case .blocked16: return dnnl_nChw16c
+        case .blocked(4): return dnnl_nChw4c
+        case .blocked(8): return dnnl_nChw8c
+        case .blocked(16): return dnnl_nChw16c
+        case .blocked: return nil
         }
     }
+
+    /// The blocked layouts oneDNN has tags for, smallest block first.
+    static let dnnlBlocked: [ActivationLayout] = [.blocked(4), .blocked(8), .blocked(16)]
+}
+
+/// A memory descriptor for dense f32 activations of `dims` (N, C, H, W) in `layout`.
+func memoryDesc(_ dims: [Int], _ layout: ActivationLayout) throws -> dnnl_memory_desc_t {
+    guard let tag = layout.dnnlTag else { throw EngineError.invalidArgument("oneDNN has no format tag for \(layout)") }
+    return try memoryDesc(dims, tag)
 }
 
 /// Primitive attributes (owned): a ReLU post-op (convolution epilogue) or a sum post-op

@@ -58,8 +58,8 @@ public final class NaiveBackend: Backend {
 }
 
 func checkLayout(_ layout: ActivationLayout, channels: Int) throws {
-    if layout == .blocked16 && channels % 16 != 0 {
-        throw EngineError.invalidArgument("layout nChw16c needs a multiple of 16 channels, got \(channels)")
+    if channels % layout.channelBlock != 0 {
+        throw EngineError.invalidArgument("layout \(layout) needs a multiple of \(layout.channelBlock) channels, got \(channels)")
     }
 }
 

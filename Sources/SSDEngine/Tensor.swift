@@ -22,26 +22,54 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
 }
 
 /// How the elements of a 4-D (N, C, H, W) activation are laid out in memory.
-public enum ActivationLayout: String, Hashable, Sendable {
+///
+/// The block size of a blocked layout is whatever the backend chose for the host (oneDNN
+/// picks 8 on AVX2 and 16 on AVX-512); nothing in the engine assumes one.
+public enum ActivationLayout: Hashable, Sendable, CustomStringConvertible {
     /// PyTorch's row-major NCHW: the layout at the model's edges.
     case nchw
-    /// oneDNN's nChw16c: channels in blocks of 16, the 16 of a pixel contiguous. Needs C % 16 == 0.
-    /// Element (n, c, y, x) is at ((n·C/16 + c/16)·H·W + y·W + x)·16 + c % 16.
-    case blocked16
+    /// oneDNN's nChw{b}c: channels in blocks of `b`, the `b` of a pixel contiguous. Needs C % b == 0.
+    /// Element (n, c, y, x) is at ((n·C/b + c/b)·H·W + y·W + x)·b + c % b.
+    case blocked(Int)
+
+    /// Channels stored together per pixel: 1 for NCHW, `b` for nChw{b}c.
+    @inlinable
+    public var channelBlock: Int {
+        switch self {
+        case .nchw: return 1
+        case let .blocked(b): return b
+        }
+    }
 
     /// Offset of channel `c`, pixel 0 of image `n`, and the step from one pixel to the next.
     @inlinable
     public func channelBase(n: Int, c: Int, channels: Int, plane: Int) -> (base: Int, pixelStride: Int) {
         switch self {
         case .nchw: return ((n * channels + c) * plane, 1)
-        case .blocked16: return (((n * (channels >> 4) + (c >> 4)) * plane) << 4 + (c & 15), 16)
+        case let .blocked(b): return ((n * (channels / b) + c / b) * plane * b + c % b, b)
+        }
+    }
+
+    /// Whether a 4-D tensor of `shape` can have this layout.
+    public func admits(_ shape: [Int]) -> Bool {
+        switch self {
+        case .nchw: return true
+        case let .blocked(b): return b > 0 && shape.count == 4 && shape[1] % b == 0
+        }
+    }
+
+    /// oneDNN's name for it: "nchw", "nChw8c", "nChw16c".
+    public var description: String {
+        switch self {
+        case .nchw: return "nchw"
+        case let .blocked(b): return "nChw\(b)c"
         }
     }
 }
 
 /// A dense f32 tensor: row-major (C) order — NCHW for images and feature maps, OIHW for
 /// convolution weights, PyTorch's layouts, so weights and fixtures map one to one — or, for
-/// activations inside the network, oneDNN's blocked `nChw16c` (`layout`).
+/// activations inside the network, a blocked layout the backend chose (`layout`).
 ///
 /// Storage is 64-byte aligned (oneDNN's AVX-512 kernels prefer it). A tensor owns its storage
 /// or is a view over another tensor's (kept alive by the view), which lets a model reuse one
@@ -62,7 +90,7 @@ public final class Tensor: @unchecked Sendable {
     /// A zero-filled tensor of the given shape and layout.
     public init(shape: [Int], layout: ActivationLayout = .nchw) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative extent in \(shape)")
-        precondition(layout == .nchw || (shape.count == 4 && shape[1] % 16 == 0), "nChw16c needs 4-D with C % 16 == 0: \(shape)")
+        precondition(layout.admits(shape), "\(layout) needs 4-D with C a multiple of its block: \(shape)")
         self.shape = shape
         self.count = shape.reduce(1, *)
         self.layout = layout
@@ -77,7 +105,7 @@ public final class Tensor: @unchecked Sendable {
     public init(viewing base: Tensor, shape: [Int], layout: ActivationLayout = .nchw) {
         let n = shape.reduce(1, *)
         precondition(n <= base.count, "a view of \(n) elements over \(base.count)")
-        precondition(layout == .nchw || (shape.count == 4 && shape[1] % 16 == 0), "nChw16c needs 4-D with C % 16 == 0: \(shape)")
+        precondition(layout.admits(shape), "\(layout) needs 4-D with C a multiple of its block: \(shape)")
         self.shape = shape
         self.count = n
         self.layout = layout
@@ -131,7 +159,7 @@ public final class Tensor: @unchecked Sendable {
     public func requireShape(_ expected: [Int], layout: ActivationLayout? = nil, _ what: @autoclosure () -> String) throws {
         if shape != expected { throw EngineError.shapeMismatch(what: what(), expected: expected, got: shape) }
         if let layout, layout != self.layout {
-            throw EngineError.invalidArgument("\(what()): expected layout \(layout.rawValue), got \(self.layout.rawValue)")
+            throw EngineError.invalidArgument("\(what()): expected layout \(layout), got \(self.layout)")
         }
     }
 

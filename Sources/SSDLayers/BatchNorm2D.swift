@@ -3,11 +3,12 @@ import SSDEngine
 /// Batch normalisation over (N, H, W) per channel — PyTorch's `nn.BatchNorm2d(C, eps=1e-5,
 /// momentum=0.1)` — optionally followed by a ReLU. In training mode it normalises with the
 /// batch's statistics and updates the running ones (mean, and the unbiased variance, with
-/// `momentum`); in evaluation mode it uses the running statistics. Works in NCHW or nChw16c;
-/// the output has the input's layout.
+/// `momentum`); in evaluation mode it uses the running statistics. Works in NCHW or any
+/// blocked nChw{b}c whose block divides 16 (oneDNN's 4, 8 and 16); the output has the input's
+/// layout.
 ///
-/// The loops run on 16-float vectors: in nChw16c a vector is one pixel's 16 channels of a
-/// block; in NCHW, 16 consecutive pixels of one channel. Sums are taken per row in f32 and
+/// The loops run on 16-float vectors: in nChw{b}c a vector is 16/b pixels' b channels of a
+/// block (lane l holds channel l mod b); in NCHW, 16 consecutive pixels of one channel. Sums are taken per row in f32 and
 /// gathered in Double, so statistics over millions of pixels keep their precision.
 public final class BatchNorm2D {
     /// γ (C), initialised to 1.
@@ -61,44 +62,51 @@ public final class BatchNorm2D {
     /// How an (N, C, H, W) tensor splits into runs of 16-float vectors.
     private struct Runs {
         let images: Int
-        /// nChw16c: channel blocks; NCHW: channels.
+        /// nChw{b}c: channel blocks; NCHW: channels.
         let groups: Int
-        /// Vectors per run (pixels for nChw16c, ⌊plane/16⌋ for NCHW) and scalar tail (NCHW).
+        /// Channels per group: the block b, or 1 for NCHW.
+        let block: Int
+        /// Whole vectors per run and the scalar tail after them.
         let vectors: Int
         let tail: Int
         let plane: Int
-        let blocked: Bool
         var count: Int { images * groups }
 
-        init(_ x: Tensor, channels: Int) {
+        init(_ x: Tensor, channels: Int) throws {
             images = x.dim(0)
             plane = x.dim(2) * x.dim(3)
-            blocked = x.layout == .blocked16
-            groups = blocked ? channels / 16 : channels
-            vectors = blocked ? plane : plane / 16
-            tail = blocked ? 0 : plane % 16
+            block = x.layout.channelBlock
+            guard 16 % block == 0 else {
+                throw EngineError.invalidArgument("batch normalisation needs a channel block dividing 16, got \(x.layout)")
+            }
+            groups = channels / block
+            vectors = plane * block / 16
+            tail = plane * block % 16
         }
 
         /// Element offset of run `r` = image · groups + group.
-        func base(_ r: Int) -> Int { r * plane * (blocked ? 16 : 1) }
+        func base(_ r: Int) -> Int { r * plane * block }
         func group(_ r: Int) -> Int { r % groups }
     }
 
-    /// The 16 floats at `i`, or element `i` broadcast (the NCHW tail).
+    /// The 16 floats at `i`, or element `i` broadcast (the scalar tail).
     @inline(__always)
     private static func load(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ single: Bool) -> SIMD16<Float> {
         single ? SIMD16(repeating: p[i]) : UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
     }
 
-    /// Per-lane values of a per-channel array for group `g`: the block's 16 channels, or one
-    /// channel broadcast.
+    /// Per-lane values of a per-channel array for group `g`: lane l gets channel b·g + l mod b
+    /// (the block's channels repeated), or, in NCHW, channel g broadcast.
     @inline(__always)
-    private static func lanes(_ p: UnsafeMutablePointer<Float>, group g: Int, blocked: Bool) -> SIMD16<Float> {
-        blocked ? UnsafeRawPointer(p + 16 * g).loadUnaligned(as: SIMD16<Float>.self) : SIMD16(repeating: p[g])
+    private static func lanes(_ p: UnsafeMutablePointer<Float>, group g: Int, block: Int) -> SIMD16<Float> {
+        if block == 16 { return UnsafeRawPointer(p + 16 * g).loadUnaligned(as: SIMD16<Float>.self) }
+        var v = SIMD16<Float>()
+        for l in 0..<16 { v[l] = p[block * g + l % block] }
+        return v
     }
 
     /// Σ over each run of f(run, offset, isTail), into `partial` (16 lanes per run). For the
-    /// NCHW tail, f sees single elements and only its lane 0 counts.
+    /// tail, f sees single elements broadcast and only the element's own lane counts.
     private func sumRuns(_ runs: Runs, into partial: inout [Double], _ f: (Int, Int, Bool) -> SIMD16<Float>) {
         let rowLength = 256
         partial.withUnsafeMutableBufferPointer { out in
@@ -114,10 +122,9 @@ public final class BatchNorm2D {
                         for lane in 0..<16 { total[lane] += Double(row[lane]) }
                         v = end
                     }
-                    if runs.tail > 0 {
-                        var t = SIMD16<Float>(repeating: 0)
-                        for i in 0..<runs.tail { t[0] += f(r, runs.base(r) + runs.vectors * 16 + i, true)[0] }
-                        total[0] += Double(t[0])
+                    // Tail element i sits at lane i mod 16 (its channel is i mod b).
+                    for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
+                        total[i & 15] += Double(f(r, runs.base(r) + i, true)[i & 15])
                     }
                     for lane in 0..<16 { outp[16 * r + lane] = total[lane] }
                 }
@@ -131,7 +138,7 @@ public final class BatchNorm2D {
         for r in 0..<runs.count {
             let g = runs.group(r)
             for lane in 0..<16 {
-                if runs.blocked { totals[16 * g + lane] += partial[16 * r + lane] } else { totals[g] += partial[16 * r + lane] }
+                totals[runs.block * g + lane % runs.block] += partial[16 * r + lane]
             }
         }
         return totals
@@ -146,7 +153,7 @@ public final class BatchNorm2D {
             throw EngineError.shapeMismatch(what: "\(name) input", expected: [x.shape.first ?? 0, channels, -1, -1], got: x.shape)
         }
         if output.shape != x.shape || output.layout != x.layout { output = Tensor(shape: x.shape, layout: x.layout) }
-        let runs = Runs(x, channels: channels)
+        let runs = try Runs(x, channels: channels)
         if partialA.count != 16 * runs.count {
             partialA = [Double](repeating: 0, count: 16 * runs.count)
             partialB = partialA
@@ -159,9 +166,9 @@ public final class BatchNorm2D {
                 sumRuns(runs, into: &partialA) { _, i, tail in Self.load(xp, i, tail) }
                 let sums = channelTotals(runs, partialA)
                 for c in 0..<channels { mean.data[c] = Float(sums[c] / count) }
-                let mp = mean.data, blocked = runs.blocked
+                let mp = mean.data, block = runs.block
                 sumRuns(runs, into: &partialB) { r, i, tail in
-                    let d = Self.load(xp, i, tail) - Self.lanes(mp, group: runs.group(r), blocked: blocked)
+                    let d = Self.load(xp, i, tail) - Self.lanes(mp, group: runs.group(r), block: block)
                     return d * d
                 }
                 let squares = channelTotals(runs, partialB)
@@ -190,7 +197,7 @@ public final class BatchNorm2D {
                 parallelFor(runs.count) { range in
                     for r in range {
                         let g = runs.group(r), base = runs.base(r)
-                        let a = Self.lanes(sp, group: g, blocked: runs.blocked), b = Self.lanes(hp, group: g, blocked: runs.blocked)
+                        let a = Self.lanes(sp, group: g, block: runs.block), b = Self.lanes(hp, group: g, block: runs.block)
                         let zero = SIMD16<Float>(repeating: 0)
                         for i in 0..<runs.vectors {
                             var v = UnsafeRawPointer(xp + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self) * a + b
@@ -198,7 +205,7 @@ public final class BatchNorm2D {
                             UnsafeMutableRawPointer(yp + base + 16 * i).storeBytes(of: v, as: SIMD16<Float>.self)
                         }
                         for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
-                            let v = xp[base + i] * a[0] + b[0]
+                            let v = xp[base + i] * a[i & 15] + b[i & 15]
                             yp[base + i] = relu && !(v > 0) ? 0 : v
                         }
                     }
@@ -216,10 +223,10 @@ public final class BatchNorm2D {
         try outputGrad.requireShape(output.shape, layout: output.layout, "\(name) output gradient")
         try x.requireShape(output.shape, layout: output.layout, "\(name) input")
         if let inputGrad { try inputGrad.requireShape(x.shape, layout: x.layout, "\(name) input gradient") }
-        let runs = Runs(x, channels: channels)
+        let runs = try Runs(x, channels: channels)
         let xp = x.data, yp = output.data, dy = outputGrad.data, dx = inputGrad?.data
         let mp = mean.data, ip = inverseStd.data
-        let count = Float(runs.images * runs.plane), relu = activation == .relu, blocked = runs.blocked
+        let count = Float(runs.images * runs.plane), relu = activation == .relu, block = runs.block
         Profiler.measure("\(name) backward") {
             if relu {
                 parallelFor(runs.count) { range in
@@ -240,7 +247,7 @@ public final class BatchNorm2D {
             sumRuns(runs, into: &partialA) { _, i, tail in Self.load(dy, i, tail) }
             sumRuns(runs, into: &partialB) { r, i, tail in
                 let g = runs.group(r)
-                let mu = Self.lanes(mp, group: g, blocked: blocked), inv = Self.lanes(ip, group: g, blocked: blocked)
+                let mu = Self.lanes(mp, group: g, block: block), inv = Self.lanes(ip, group: g, block: block)
                 return Self.load(dy, i, tail) * (Self.load(xp, i, tail) - mu) * inv
             }
             let sumDy = channelTotals(runs, partialA), sumDyXhat = channelTotals(runs, partialB)
@@ -267,8 +274,8 @@ public final class BatchNorm2D {
                 parallelFor(runs.count) { range in
                     for r in range {
                         let g = runs.group(r), base = runs.base(r)
-                        let av = Self.lanes(ap, group: g, blocked: blocked), bv = Self.lanes(bp, group: g, blocked: blocked)
-                        let kv = Self.lanes(kp, group: g, blocked: blocked), mu = Self.lanes(mp, group: g, blocked: blocked)
+                        let av = Self.lanes(ap, group: g, block: block), bv = Self.lanes(bp, group: g, block: block)
+                        let kv = Self.lanes(kp, group: g, block: block), mu = Self.lanes(mp, group: g, block: block)
                         for i in 0..<runs.vectors {
                             let o = base + 16 * i
                             let gv = UnsafeRawPointer(dy + o).loadUnaligned(as: SIMD16<Float>.self)
@@ -276,7 +283,8 @@ public final class BatchNorm2D {
                             UnsafeMutableRawPointer(dx + o).storeBytes(of: av * gv + bv + kv * (xv - mu), as: SIMD16<Float>.self)
                         }
                         for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
-                            dx[base + i] = av[0] * dy[base + i] + bv[0] + kv[0] * (xp[base + i] - mu[0])
+                            let l = i & 15
+                            dx[base + i] = av[l] * dy[base + i] + bv[l] + kv[l] * (xp[base + i] - mu[l])
                         }
                     }
                 }

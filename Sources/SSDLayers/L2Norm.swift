@@ -3,7 +3,7 @@ import SSDEngine
 /// The conv4_3 normalisation of SSD: each pixel's channel vector is divided by its L2 norm,
 /// then each channel is scaled by a learnable factor (`rescale_factors`, (1, C, 1, 1),
 /// initialised to 20). As the reference, no epsilon: y = x / ‖x‖ · s. Works in NCHW or
-/// nChw16c; the output has the input's layout.
+/// any blocked layout; the output has the input's layout.
 public final class L2Norm {
     /// (1, C, 1, 1)
     public let scale: Parameter

@@ -54,7 +54,8 @@ final class BackendTwinTests: XCTestCase {
         for s in Self.convShapes { try compareConvolution(s, .winograd, tolerance: 1e-3) }
     }
 
-    /// The blocked (nChw16c) paths with fused ReLU against the naive twin in the same layouts.
+    /// The blocked paths (nChw8c and nChw16c, whichever the host prefers) with fused ReLU against
+    /// the naive twin in the same layouts.
     func testBlockedLayoutsWithFusedReLUMatchNaive() throws {
         let shapes = [
             ConvolutionShape(batch: 2, inChannels: 16, outChannels: 32, inHeight: 9, inWidth: 9, kernelSize: (3, 3), padding: (1, 1)),
@@ -64,7 +65,9 @@ final class BackendTwinTests: XCTestCase {
                              padding: (6, 6), dilation: (6, 6)),
             ConvolutionShape(batch: 2, inChannels: 32, outChannels: 16, inHeight: 5, inWidth: 5, kernelSize: (1, 1)),
         ]
-        let layoutPairs: [(ActivationLayout, ActivationLayout)] = [(.blocked16, .blocked16), (.nchw, .blocked16), (.blocked16, .nchw)]
+        let layoutPairs: [(ActivationLayout, ActivationLayout)] = [8, 16].flatMap { b -> [(ActivationLayout, ActivationLayout)] in
+            [(.blocked(b), .blocked(b)), (.nchw, .blocked(b)), (.blocked(b), .nchw)]
+        }
         for s in shapes {
             for (input, output) in layoutPairs {
                 for algorithm in [ConvolutionAlgorithm.direct, .winograd] {
@@ -94,20 +97,22 @@ final class BackendTwinTests: XCTestCase {
 
     func testReorderMatchesTheLayoutFormula() throws {
         let plain = randomTensor([2, 32, 3, 4], seed: 51)
-        let blocked = Tensor(shape: plain.shape, layout: .blocked16)
-        try fast.reorder(plain, into: blocked)
-        for (n, c, y, x) in [(0, 0, 0, 0), (1, 17, 2, 3), (0, 31, 1, 2), (1, 15, 0, 1)] {
-            XCTAssertEqual(blocked.element(n, c, y, x), plain.data[((n * 32 + c) * 3 + y) * 4 + x])
-            XCTAssertEqual(blocked.data[((n * 2 + c / 16) * 12 + y * 4 + x) * 16 + c % 16], plain.element(n, c, y, x))
+        for b in [8, 16] {
+            let blocked = Tensor(shape: plain.shape, layout: .blocked(b))
+            try fast.reorder(plain, into: blocked)
+            for (n, c, y, x) in [(0, 0, 0, 0), (1, 17, 2, 3), (0, 31, 1, 2), (1, 15, 0, 1)] {
+                XCTAssertEqual(blocked.element(n, c, y, x), plain.data[((n * 32 + c) * 3 + y) * 4 + x])
+                XCTAssertEqual(blocked.data[((n * (32 / b) + c / b) * 12 + y * 4 + x) * b + c % b], plain.element(n, c, y, x))
+            }
+            let naiveBlocked = Tensor(shape: plain.shape, layout: .blocked(b))
+            try naive.reorder(plain, into: naiveBlocked)
+            XCTAssertEqual(naiveBlocked.array, blocked.array)
+            let back = Tensor(shape: plain.shape)
+            try fast.reorder(blocked, into: back)
+            XCTAssertEqual(back.array, plain.array)
+            XCTAssertThrowsError(try fast.convolution(Self.convShapes[0], algorithm: .direct, input: .blocked(b), output: .nchw,
+                                                      fusedReLU: false))  // 3 channels cannot be blocked
         }
-        let naiveBlocked = Tensor(shape: plain.shape, layout: .blocked16)
-        try naive.reorder(plain, into: naiveBlocked)
-        XCTAssertEqual(naiveBlocked.array, blocked.array)
-        let back = Tensor(shape: plain.shape)
-        try fast.reorder(blocked, into: back)
-        XCTAssertEqual(back.array, plain.array)
-        XCTAssertThrowsError(try fast.convolution(Self.convShapes[0], algorithm: .direct, input: .blocked16, output: .nchw,
-                                                  fusedReLU: false))  // 3 channels cannot be nChw16c
     }
 
     func testConvolutionWithoutBiasIsZeroBias() throws {
@@ -127,8 +132,10 @@ final class BackendTwinTests: XCTestCase {
             (PoolingShape(batch: 1, channels: 4, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true), .nchw),
             (PoolingShape(batch: 2, channels: 5, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1), .nchw),
             (PoolingShape(batch: 1, channels: 2, inHeight: 9, inWidth: 9, kernel: 3, stride: 2), .nchw),
-            (PoolingShape(batch: 1, channels: 32, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true), .blocked16),
-            (PoolingShape(batch: 2, channels: 16, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1), .blocked16),
+            (PoolingShape(batch: 1, channels: 32, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true), .blocked(16)),
+            (PoolingShape(batch: 2, channels: 16, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1), .blocked(16)),
+            (PoolingShape(batch: 1, channels: 24, inHeight: 75, inWidth: 75, kernel: 2, stride: 2, ceilMode: true), .blocked(8)),
+            (PoolingShape(batch: 2, channels: 16, inHeight: 7, inWidth: 6, kernel: 3, stride: 1, padding: 1), .blocked(8)),
         ]
         for (s, layout) in shapes {
             let x = randomTensor(s.inputShape, seed: 11)

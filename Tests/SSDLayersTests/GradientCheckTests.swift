@@ -41,9 +41,9 @@ final class GradientCheckTests: XCTestCase {
         try checkConv("conv3x3 winograd", inputShape: [1, 8, 8, 8], out: 8, kernel: 3, padding: 1, algorithm: .winograd)
         try checkConv("conv3x3 relu", inputShape: [2, 3, 6, 6], out: 4, kernel: 3, padding: 1, activation: .relu)
         try checkConv("conv3x3 relu nChw16c", inputShape: [1, 16, 6, 6], out: 32, kernel: 3, padding: 1, activation: .relu,
-                      layout: .blocked16)
-        try checkConv("conv3x3 stride 2 relu nChw16c", inputShape: [1, 16, 9, 9], out: 16, kernel: 3, stride: 2, padding: 1,
-                      activation: .relu, layout: .blocked16)
+                      layout: .blocked(16))
+        try checkConv("conv3x3 stride 2 relu nChw8c", inputShape: [1, 16, 9, 9], out: 16, kernel: 3, stride: 2, padding: 1,
+                      activation: .relu, layout: .blocked(8))
         // Winograd with a fused ReLU in nChw16c is checked against the naive twin (BackendTwinTests):
         // its f32 rounding is too coarse for the small steps a ReLU's kink needs here.
     }
@@ -62,7 +62,7 @@ final class GradientCheckTests: XCTestCase {
 
     func testMaxPoolGradients() throws {
         for (k, s, p, ceil, shape, layout) in [(2, 2, 0, false, [2, 3, 8, 8], ActivationLayout.nchw), (2, 2, 0, true, [1, 2, 7, 7], .nchw),
-                                               (3, 1, 1, false, [1, 2, 5, 6], .nchw), (2, 2, 0, true, [1, 16, 5, 5], .blocked16)] {
+                                               (3, 1, 1, false, [1, 2, 5, 6], .nchw), (2, 2, 0, true, [1, 16, 5, 5], .blocked(16)), (2, 2, 0, true, [1, 8, 5, 5], .blocked(8))] {
             let pool = MaxPool2D(kernelSize: k, stride: s, padding: p, ceilMode: ceil, backend: backend)
             // Distinct values spaced well beyond epsilon, so no window's arg-max flips.
             let x = Tensor(shape: shape, layout: layout)
@@ -98,7 +98,7 @@ final class GradientCheckTests: XCTestCase {
     }
 
     func testL2NormGradients() throws {
-        for (channels, layout) in [(6, ActivationLayout.nchw), (32, .blocked16)] {
+        for (channels, layout) in [(6, ActivationLayout.nchw), (32, .blocked(16)), (24, .blocked(8))] {
             let norm = L2Norm(channels: channels)
             var rng = SeededRandom(seed: 12)
             rng.fillUniform(norm.scale.value, 10, 30)
@@ -117,7 +117,7 @@ final class GradientCheckTests: XCTestCase {
     func testL2NormIsTheSameInEitherLayout() throws {
         let backend = DNNLBackend()
         let plain = randomTensor([2, 32, 3, 5], seed: 15)
-        let blocked = Tensor(shape: plain.shape, layout: .blocked16)
+        let blocked = Tensor(shape: plain.shape, layout: .blocked(16))
         try backend.reorder(plain, into: blocked)
         let a = try L2Norm(channels: 32).forward(plain)
         let b = try L2Norm(channels: 32).forward(blocked)
