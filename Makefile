@@ -16,10 +16,15 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
-# Release mode: the parity tests run whole SSD300 forward/backward passes.
+# Release mode: the parity tests run whole SSD300 forward/backward passes. The suite runs twice:
+# with oneDNN dispatching for this CPU, and capped at AVX2 (the most common tier), so an
+# AVX-512 machine also checks the AVX2 kernels and layouts.
 test: deps
 	$(SWIFT) build -c release --build-tests
+	@echo "== test suite, oneDNN dispatching natively =="
 	$(SWIFT) test -c release --skip-build --disable-swift-testing
+	@echo "== test suite, oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) =="
+	ONEDNN_MAX_CPU_ISA=AVX2 $(SWIFT) test -c release --skip-build --disable-swift-testing
 
 demo: build
 	.build/release/ssd demo --output demo-output

@@ -12,6 +12,12 @@ public final class DNNLBackend: Backend {
 
     public init() {}
 
+    /// What oneDNN chose for every primitive this process created so far, in creation order.
+    public static var createdKernels: [KernelImplementation] { DNNLRegistry.all }
+
+    /// Forgets the primitives recorded so far (primitives stay alive; only the log is cleared).
+    public static func resetKernelLog() { DNNLRegistry.reset() }
+
     private var reorderCache: [ReorderKey: (DNNLPrimitive, DNNLMemory, DNNLMemory)] = [:]
     private struct ReorderKey: Hashable { let shape: [Int]; let from: ActivationLayout; let to: ActivationLayout }
 
@@ -31,7 +37,7 @@ public final class DNNLBackend: Backend {
         guard let descs = try? DNNLConvolutionDescs(shape, input: .nchw, output: .nchw) else { return .nchw }
         var d = descs
         var op = dnnl_convolution_desc_t()
-        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_inference, dnnl_convolution_direct, &d.anySrc,
+        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_direct, &d.anySrc,
                                                          &d.anyWeights, &d.bias, &d.anyDst, d.strides, d.dilates, d.padL,
                                                          d.padR) == dnnl_success,
               let probe = try? DNNLPrimitive(opDesc: &op, what: "layout probe")
@@ -64,7 +70,7 @@ public final class DNNLBackend: Backend {
         if let cached = reorderCache[key] { entry = cached } else {
             let from = try memoryDesc(source.shape, source.layout)
             let to = try memoryDesc(source.shape, destination.layout)
-            entry = (try DNNLPrimitive(reorderFrom: from, to: to), try DNNLMemory(from, own: false), try DNNLMemory(to, own: false))
+            entry = (try DNNLPrimitive(reorderFrom: from, to: to, what: "reorder activations \(key.shape) \(key.from)→\(key.to)"), try DNNLMemory(from, own: false), try DNNLMemory(to, own: false))
             reorderCache[key] = entry
         }
         try entry.1.bind(source.data)

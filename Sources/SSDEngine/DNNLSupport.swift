@@ -1,4 +1,5 @@
 import CDNNL
+import Foundation
 
 /// Throws `EngineError.backend` when a oneDNN call does not return success.
 @inline(__always)
@@ -72,6 +73,41 @@ final class DNNLMemory {
     }
 }
 
+/// What oneDNN chose for one primitive: the operation as we named it and its implementation
+/// (e.g. "jit:avx2", "jit_1x1:avx512_core", "ref:any").
+public struct KernelImplementation: Hashable, Sendable, CustomStringConvertible {
+    public let operation: String
+    public let implementation: String
+    /// True for oneDNN's reference (plain C++ loop) implementations: far too slow for a hot path.
+    public var isReference: Bool { implementation.hasPrefix("ref") }
+    public var description: String { "\(implementation.padding(toLength: 22, withPad: " ", startingAt: 0)) \(operation)" }
+}
+
+/// Every oneDNN primitive this process created, in order (for `ssd info` and the test that no
+/// hot-path primitive falls back to a reference implementation).
+enum DNNLRegistry {
+    nonisolated(unsafe) private static var records: [KernelImplementation] = []
+    private static let lock = NSLock()
+
+    static func record(_ operation: String, _ implementation: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        records.append(KernelImplementation(operation: operation, implementation: implementation))
+    }
+
+    static var all: [KernelImplementation] {
+        lock.lock()
+        defer { lock.unlock() }
+        return records
+    }
+
+    static func reset() {
+        lock.lock()
+        defer { lock.unlock() }
+        records.removeAll()
+    }
+}
+
 /// A primitive together with its descriptor.
 final class DNNLPrimitive {
     let pd: dnnl_primitive_desc_t
@@ -91,10 +127,12 @@ final class DNNLPrimitive {
             throw EngineError.backend("oneDNN primitive_create (\(what)) failed with status \(status.rawValue)")
         }
         primitive = prim!
+        DNNLRegistry.record(what, implementation)
     }
 
     /// A reorder between two descriptors (with `attr`, e.g. a sum post-op to accumulate).
-    init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t, attr: dnnl_primitive_attr_t? = nil) throws {
+    init(reorderFrom src: dnnl_memory_desc_t, to dst: dnnl_memory_desc_t, attr: dnnl_primitive_attr_t? = nil,
+         what: String) throws {
         var s = src, d = dst
         var p: dnnl_primitive_desc_t?
         let engine = DNNLContext.shared.engine
@@ -103,6 +141,7 @@ final class DNNLPrimitive {
         var prim: dnnl_primitive_t?
         try dnnlCheck(dnnl_primitive_create(&prim, pd), "reorder primitive_create")
         primitive = prim!
+        DNNLRegistry.record(what, implementation)
     }
 
     /// The memory descriptor the primitive chose for a query (src, weights, dst, workspace…).
@@ -131,6 +170,11 @@ final class DNNLPrimitive {
         dnnl_primitive_destroy(primitive)
         dnnl_primitive_desc_destroy(pd)
     }
+}
+
+/// The extents a descriptor describes, e.g. [8, 64, 300, 300].
+func dims(_ md: dnnl_memory_desc_t) -> [Int] {
+    Mirror(reflecting: md.dims).children.prefix(Int(md.ndims)).compactMap { ($0.value as? dnnl_dim_t).map(Int.init) }
 }
 
 /// True when two descriptors describe the same layout.
@@ -192,9 +236,10 @@ final class DNNLStaging {
             toUser = nil
         } else {
             internalMemory = try DNNLMemory(internalDesc, own: false)
-            toInternal = needsIn ? try DNNLPrimitive(reorderFrom: userDesc, to: internalDesc) : nil
+            toInternal = needsIn ? try DNNLPrimitive(reorderFrom: userDesc, to: internalDesc, what: "reorder \(role) in \(dims(userDesc))") : nil
             let sum = accumulate ? try DNNLAttributes(sumPostOp: true) : nil
-            toUser = needsOut ? try DNNLPrimitive(reorderFrom: internalDesc, to: userDesc, attr: sum?.handle) : nil
+            toUser = needsOut ? try DNNLPrimitive(reorderFrom: internalDesc, to: userDesc, attr: sum?.handle,
+                                                  what: "reorder \(role) out \(dims(userDesc))\(accumulate ? " (accumulating)" : "")") : nil
         }
     }
 
