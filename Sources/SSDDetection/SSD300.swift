@@ -131,7 +131,11 @@ public final class SSD300 {
 
     /// Training mode (batch statistics in batch normalisation) or evaluation mode.
     public var isTraining: Bool = true {
-        didSet { for n in blocks.compactMap(\.norm) { n.isTraining = isTraining } }
+        didSet {
+            for n in blocks.compactMap(\.norm) { n.isTraining = isTraining }
+            for c in blocks.map(\.conv) + headConvs { c.isTraining = isTraining }
+            for case let .pool(p) in baseSteps { p.isTraining = isTraining }
+        }
     }
 
     /// Parameters by state_dict name.

@@ -13,11 +13,14 @@ public protocol Backend: AnyObject {
     /// The layout this backend computes fastest on for activations with `channels` channels.
     func preferredLayout(channels: Int) -> ActivationLayout
     /// A convolution kernel planned for one shape and pair of activation layouts; reuse it for
-    /// every call of that shape. With `fusedReLU` the forward writes max(conv + bias, 0).
+    /// every call of that shape. With `fusedReLU` the forward writes max(conv + bias, 0). An
+    /// `inference` kernel is planned for forward calls only (its backward throws) and may keep a
+    /// prepared copy of the weights between calls (see `forward(…weightsVersion:…)`).
     func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
-                     output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel
-    /// A max-pooling kernel planned for one shape; input and output share `layout`.
-    func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel
+                     output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel
+    /// A max-pooling kernel planned for one shape; input and output share `layout`. An
+    /// `inference` kernel keeps no arg-max positions and its backward throws.
+    func maxPooling(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws -> PoolingKernel
     /// Copies `source` into `destination` (same shape), converting between their layouts.
     func reorder(_ source: Tensor, into destination: Tensor) throws
     /// In place: `x = max(x, 0)` over `count` elements.
@@ -31,6 +34,17 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
+    /// A convolution kernel for training (forward and backward).
+    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
+                            output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
+        try convolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU, inference: false)
+    }
+
+    /// A max-pooling kernel for training (forward and backward).
+    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel {
+        try maxPooling(shape, layout: layout, inference: false)
+    }
+
     /// A convolution on NCHW activations without fused activation.
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm) throws -> ConvolutionKernel {
         try convolution(shape, algorithm: algorithm, input: .nchw, output: .nchw, fusedReLU: false)
@@ -38,6 +52,14 @@ extension Backend {
 
     /// Max pooling on NCHW activations.
     public func maxPooling(_ shape: PoolingShape) throws -> PoolingKernel { try maxPooling(shape, layout: .nchw) }
+}
+
+extension ConvolutionKernel {
+    /// By default the version is ignored and the weights are prepared anew at every call.
+    public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, weightsVersion: UInt64,
+                        bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) throws {
+        try forward(input: input, weight: weight, bias: bias, output: output)
+    }
 }
 
 /// Which convolution algorithm a kernel should use.
@@ -136,6 +158,10 @@ public protocol ConvolutionKernel: AnyObject {
     /// output (N, Cout, Ho, Wo) = input (N, Cin, H, W) ⋆ weight (Cout, Cin, kh, kw) + bias (Cout)
     func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  output: UnsafeMutablePointer<Float>) throws
+    /// The same, where `weightsVersion` (the weight tensor's `version`) tells the kernel when
+    /// the weights changed, so it may reuse its prepared copy of them (default: ignored).
+    func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, weightsVersion: UInt64,
+                 bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) throws
     /// inputGrad (N, Cin, H, W) = d output / d input applied to outputGrad (N, Cout, Ho, Wo)
     func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                       inputGrad: UnsafeMutablePointer<Float>) throws

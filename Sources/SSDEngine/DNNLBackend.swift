@@ -50,16 +50,16 @@ public final class DNNLBackend: Backend {
     }
 
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
-                            output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
+                            output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
         try checkLayout(input, channels: shape.inChannels)
         try checkLayout(output, channels: shape.outChannels)
         return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU,
-                                   arena: arena)
+                                   inference: inference, arena: arena)
     }
 
-    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel {
+    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws -> PoolingKernel {
         try checkLayout(layout, channels: shape.channels)
-        return try DNNLMaxPooling(shape, layout: layout)
+        return try DNNLMaxPooling(shape, layout: layout, inference: inference)
     }
 
     public func reorder(_ source: Tensor, into destination: Tensor) throws {
@@ -155,6 +155,8 @@ final class DNNLConvolution: ConvolutionKernel {
     let inputLayout: ActivationLayout
     let outputLayout: ActivationLayout
     let fusedReLU: Bool
+    /// Planned for forward calls only (`forward_inference`, weights reordered once per version).
+    let inference: Bool
 
     private let fwd: DNNLPrimitive
     private let fwdSrc, fwdWeights, fwdDst: DNNLStaging
@@ -169,24 +171,40 @@ final class DNNLConvolution: ConvolutionKernel {
     private let biasScratch: Tensor  // (Cout): zero bias for forward calls without one
 
     init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout, output: ActivationLayout,
-         fusedReLU wantReLU: Bool, arena: DNNLArena) throws {
+         fusedReLU wantReLU: Bool, inference: Bool, arena: DNNLArena) throws {
         try shape.validate()
         self.arena = arena
+        self.inference = inference
         self.shape = shape
         inputLayout = input
         outputLayout = output
         let s = shape
         var d = try DNNLConvolutionDescs(s, input: input, output: output)
 
+        let prop = inference ? dnnl_forward_inference : dnnl_forward_training
+        let stage = inference ? "inference" : "forward"
         func makeForward(_ alg: dnnl_alg_kind_t, relu: Bool) throws -> DNNLPrimitive {
             var op = dnnl_convolution_desc_t()
-            try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, alg, &d.anySrc, &d.anyWeights,
-                                                                     &d.bias, &d.anyDst, d.strides, d.dilates, d.padL, d.padR),
-                          "convolution_forward_desc_init \(s)")
-            guard relu else { return try DNNLPrimitive(opDesc: &op, what: "convolution forward \(s)") }
-            // Bias and ReLU in the convolution's epilogue: one pass over the output instead of two.
-            let attr = try DNNLAttributes(reluPostOp: true)
-            return try DNNLPrimitive(opDesc: &op, attr: attr.handle, what: "convolution forward \(s) + relu")
+            // Inference first asks for a kernel on the activation layouts the network carries
+            // (left free, oneDNN may pick another layout for inference alone and pay two
+            // reorders a layer); a reference implementation there falls back to its choice.
+            let pinned = inference && input != .nchw && output != .nchw
+            for free in pinned ? [false, true] : [true] {
+                var src = free ? d.anySrc : d.userSrc, dst = free ? d.anyDst : d.userDst
+                try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&op, prop, alg, &src, &d.anyWeights,
+                                                                         &d.bias, &dst, d.strides, d.dilates, d.padL, d.padR),
+                              "convolution_forward_desc_init \(s)")
+                // Bias and ReLU in the convolution's epilogue: one pass over the output instead of two.
+                let attr = relu ? try DNNLAttributes(reluPostOp: true) : nil
+                let made = try DNNLPrimitive(opDesc: &op, attr: attr?.handle,
+                                             what: "convolution \(stage) \(s)\(relu ? " + relu" : "")")
+                if !free && made.implementation.hasPrefix("ref") {
+                    DNNLRegistry.forgetLast()  // not used: the free choice follows
+                    continue
+                }
+                return made
+            }
+            throw EngineError.backend("no convolution for \(s)")
         }
         let wantWinograd = (algorithm == .winograd || algorithm == .auto) && s.winogradEligible
         var chosen = dnnl_convolution_direct
@@ -211,7 +229,8 @@ final class DNNLConvolution: ConvolutionKernel {
         fwdSrc = try DNNLStaging(user: d.userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false,
                                  arena: arena, role: .forwardSource)
         fwdWeights = try DNNLStaging(user: d.userWeights, internal: fwd.queryDesc(dnnl_query_weights_md),
-                                     needsIn: true, needsOut: false, arena: arena, role: .forwardWeights)
+                                     needsIn: true, needsOut: false, arena: arena, role: .forwardWeights,
+                                     persistent: inference)
         fwdDst = try DNNLStaging(user: d.userDst, internal: fwd.queryDesc(dnnl_query_dst_md), needsIn: false, needsOut: true,
                                  arena: arena, role: .forwardDestination)
         fwdBias = try DNNLMemory(d.bias, own: false)
@@ -224,6 +243,7 @@ final class DNNLConvolution: ConvolutionKernel {
         // The backward primitives need the forward's hint only; the fused ReLU's mask is the
         // caller's to apply (it has the output).
         if let b = backward { return b }
+        guard !inference else { throw EngineError.invalidArgument("\(shape): backward through a kernel planned for inference") }
         let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd, arena: arena)
         backward = b
         return b
@@ -231,8 +251,18 @@ final class DNNLConvolution: ConvolutionKernel {
 
     func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  output: UnsafeMutablePointer<Float>) throws {
-        try fwdSrc.load(input)
         try fwdWeights.load(weight)
+        try run(input: input, bias: bias, output: output)
+    }
+
+    func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, weightsVersion: UInt64,
+                 bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) throws {
+        try fwdWeights.load(weight, version: weightsVersion)
+        try run(input: input, bias: bias, output: output)
+    }
+
+    private func run(input: UnsafePointer<Float>, bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) throws {
+        try fwdSrc.load(input)
         if let bias {
             try fwdBias.bind(bias)
         } else {
@@ -332,11 +362,12 @@ final class DNNLMaxPooling: PoolingKernel {
     let shape: PoolingShape
     let layout: ActivationLayout
     private let fwd: DNNLPrimitive
-    private let bwd: DNNLPrimitive
+    /// Nil for a kernel planned for inference (no arg-max positions kept).
+    private let bwd: DNNLPrimitive?
     private let src, dst, diffSrc, diffDst: DNNLMemory
-    private let workspace: DNNLMemory
+    private let workspace: DNNLMemory?
 
-    init(_ shape: PoolingShape, layout: ActivationLayout) throws {
+    init(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws {
         try shape.validate()
         self.shape = shape
         self.layout = layout
@@ -353,29 +384,41 @@ final class DNNLMaxPooling: PoolingKernel {
         let kernel = [dnnl_dim_t(s.kernel), dnnl_dim_t(s.kernel)]
         let dilation: [dnnl_dim_t] = [0, 0]
         var fd = dnnl_pooling_v2_desc_t()
-        try dnnlCheck(dnnl_pooling_v2_forward_desc_init(&fd, dnnl_forward_training, dnnl_pooling_max, &srcDesc, &dstDesc,
-                                                        strides, kernel, dilation, padL, padR),
+        try dnnlCheck(dnnl_pooling_v2_forward_desc_init(&fd, inference ? dnnl_forward_inference : dnnl_forward_training,
+                                                        dnnl_pooling_max, &srcDesc, &dstDesc, strides, kernel, dilation, padL, padR),
                       "pooling_forward_desc_init \(s)")
-        fwd = try DNNLPrimitive(opDesc: &fd, what: "max pooling forward \(s)")
+        fwd = try DNNLPrimitive(opDesc: &fd, what: "max pooling \(inference ? "inference" : "forward") \(s)")
+        src = try DNNLMemory(srcDesc, own: false)
+        dst = try DNNLMemory(dstDesc, own: false)
+        diffSrc = try DNNLMemory(srcDesc, own: false)
+        diffDst = try DNNLMemory(dstDesc, own: false)
+        guard !inference else {
+            bwd = nil
+            workspace = nil
+            return
+        }
         var bd = dnnl_pooling_v2_desc_t()
         try dnnlCheck(dnnl_pooling_v2_backward_desc_init(&bd, dnnl_pooling_max, &srcDesc, &dstDesc,
                                                          strides, kernel, dilation, padL, padR),
                       "pooling_backward_desc_init \(s)")
         bwd = try DNNLPrimitive(opDesc: &bd, hint: fwd.pd, what: "max pooling backward \(s)")
-        src = try DNNLMemory(srcDesc, own: false)
-        dst = try DNNLMemory(dstDesc, own: false)
-        diffSrc = try DNNLMemory(srcDesc, own: false)
-        diffDst = try DNNLMemory(dstDesc, own: false)
         workspace = try DNNLMemory(fwd.queryDesc(dnnl_query_workspace_md), own: true)
     }
 
     func forward(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) throws {
         try src.bind(input)
         try dst.bind(output)
-        try fwd.execute([(DNNL_ARG_SRC, src), (DNNL_ARG_DST, dst), (DNNL_ARG_WORKSPACE, workspace)])
+        if let workspace {
+            try fwd.execute([(DNNL_ARG_SRC, src), (DNNL_ARG_DST, dst), (DNNL_ARG_WORKSPACE, workspace)])
+        } else {
+            try fwd.execute([(DNNL_ARG_SRC, src), (DNNL_ARG_DST, dst)])
+        }
     }
 
     func backward(outputGrad: UnsafePointer<Float>, inputGrad: UnsafeMutablePointer<Float>) throws {
+        guard let bwd, let workspace else {
+            throw EngineError.invalidArgument("\(shape): backward through a max pooling planned for inference")
+        }
         try diffDst.bind(outputGrad)
         try diffSrc.bind(inputGrad)
         try bwd.execute([(DNNL_ARG_DIFF_DST, diffDst), (DNNL_ARG_WORKSPACE, workspace), (DNNL_ARG_DIFF_SRC, diffSrc)])

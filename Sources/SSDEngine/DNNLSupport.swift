@@ -101,6 +101,12 @@ enum DNNLRegistry {
         return records
     }
 
+    static func forgetLast() {
+        lock.lock()
+        defer { lock.unlock() }
+        _ = records.popLast()
+    }
+
     static func reset() {
         lock.lock()
         defer { lock.unlock() }
@@ -222,20 +228,27 @@ final class DNNLStaging {
     private let arena: DNNLArena
     private let role: StagingRole
     private let bytes: Int
+    /// With a persistent buffer: the (pointer, version) whose reorder it holds.
+    private let persistent: Bool
+    private var loaded: (pointer: UnsafeRawPointer, version: UInt64)?
 
+    /// `persistent`: the internal copy lives in its own buffer rather than the shared arena,
+    /// so it survives between calls and `load(_:version:)` can skip the reorder.
     init(user userDesc: dnnl_memory_desc_t, internal internalDesc: dnnl_memory_desc_t, needsIn: Bool, needsOut: Bool,
-         arena: DNNLArena, role: StagingRole, accumulate: Bool = false) throws {
+         arena: DNNLArena, role: StagingRole, accumulate: Bool = false, persistent: Bool = false) throws {
         self.arena = arena
         self.role = role
         var d = internalDesc
         bytes = dnnl_memory_desc_get_size(&d)
         user = try DNNLMemory(userDesc, own: false)
-        if sameLayout(userDesc, internalDesc) && !accumulate {
+        let same = sameLayout(userDesc, internalDesc) && !accumulate
+        self.persistent = persistent && !same
+        if same {
             internalMemory = user
             toInternal = nil
             toUser = nil
         } else {
-            internalMemory = try DNNLMemory(internalDesc, own: false)
+            internalMemory = try DNNLMemory(internalDesc, own: self.persistent)
             toInternal = needsIn ? try DNNLPrimitive(reorderFrom: userDesc, to: internalDesc, what: "reorder \(role) in \(dims(userDesc))") : nil
             let sum = accumulate ? try DNNLAttributes(sumPostOp: true) : nil
             toUser = needsOut ? try DNNLPrimitive(reorderFrom: internalDesc, to: userDesc, attr: sum?.handle,
@@ -247,7 +260,15 @@ final class DNNLStaging {
     var isDirect: Bool { internalMemory === user }
 
     private func bindInternal() throws {
-        if !isDirect { try internalMemory.bind(arena.region(role, bytes: bytes)) }
+        if !isDirect && !persistent { try internalMemory.bind(arena.region(role, bytes: bytes)) }
+    }
+
+    /// Like `load`, but skips the reorder when the persistent copy already holds this
+    /// pointer's data at this version.
+    func load(_ pointer: UnsafeRawPointer, version: UInt64) throws {
+        if persistent, let l = loaded, l.pointer == pointer, l.version == version { return }
+        try load(pointer)
+        loaded = persistent ? (pointer, version) : nil
     }
 
     /// Binds the caller's pointer and reorders it into the internal layout when they differ.

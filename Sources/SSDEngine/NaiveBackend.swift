@@ -7,14 +7,14 @@ public final class NaiveBackend: Backend {
     public func preferredLayout(channels: Int) -> ActivationLayout { .nchw }
 
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
-                            output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
+                            output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
         try shape.validate()
         try checkLayout(input, channels: shape.inChannels)
         try checkLayout(output, channels: shape.outChannels)
         return NaiveConvolution(shape: shape, inputLayout: input, outputLayout: output, fusedReLU: fusedReLU)
     }
 
-    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout) throws -> PoolingKernel {
+    public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws -> PoolingKernel {
         try shape.validate()
         try checkLayout(layout, channels: shape.channels)
         return NaiveMaxPooling(shape: shape, layout: layout)

@@ -86,6 +86,23 @@ public final class Tensor: @unchecked Sendable {
     public let data: UnsafeMutablePointer<Float>
     /// The tensor whose storage this one views, if any.
     private let owner: Tensor?
+    /// Changes whenever the values are rewritten through `fill`, `copy(from:)` or
+    /// `markModified()` (loads and optimizer steps call it): kernels that keep a prepared copy
+    /// of a weight tensor (reordered, transformed) reuse it while the version stays the same.
+    /// Unique across tensors, so a new tensor never matches an old tensor's cache.
+    public private(set) var version: UInt64 = Tensor.nextVersion()
+
+    private static let versionLock = NSLock()
+    nonisolated(unsafe) private static var versionCounter: UInt64 = 0
+    private static func nextVersion() -> UInt64 {
+        versionLock.lock()
+        defer { versionLock.unlock() }
+        versionCounter += 1
+        return versionCounter
+    }
+
+    /// Records that the values were rewritten through `data` (see `version`).
+    public func markModified() { version = Tensor.nextVersion() }
 
     /// A zero-filled tensor of the given shape and layout.
     public init(shape: [Int], layout: ActivationLayout = .nchw) {
@@ -137,7 +154,10 @@ public final class Tensor: @unchecked Sendable {
     public var array: [Float] { Array(buffer) }
 
     /// Sets every element to `value`.
-    public func fill(_ value: Float) { data.update(repeating: value, count: count) }
+    public func fill(_ value: Float) {
+        data.update(repeating: value, count: count)
+        markModified()
+    }
 
     /// Sets every element to zero.
     public func zero() { fill(0) }
@@ -146,6 +166,7 @@ public final class Tensor: @unchecked Sendable {
     public func copy(from other: Tensor) {
         precondition(other.count == count, "copy between tensors of \(other.count) and \(count) elements")
         data.update(from: other.data, count: count)
+        markModified()
     }
 
     /// A new tensor with the same shape, layout and a copy of the values.

@@ -102,6 +102,7 @@ public final class Adam: Optimizer {
                     w[k] -= stepSize * m[k] / ((v[k] / correction2).squareRoot() + eps)
                 }
             }
+            p.value.markModified()
         }
         iteration += 1
     }

@@ -26,10 +26,19 @@ public final class Conv2D {
     public let activation: Activation
     public let outputLayout: ActivationLayout
     /// The algorithm asked of the backend; changing it re-plans at the next call.
-    public var algorithm: ConvolutionAlgorithm { didSet { if algorithm != oldValue { kernel = nil } } }
+    public var algorithm: ConvolutionAlgorithm { didSet { if algorithm != oldValue { kernels = [:] } } }
     public let backend: Backend
+    /// Training (forward and backward) or inference (forward only: the backend may plan
+    /// inference kernels and keep the weights prepared until they change). Each mode keeps
+    /// its own plan, so switching back and forth (evaluation during training) re-plans nothing.
+    public var isTraining = true
 
-    private var kernel: ConvolutionKernel?
+    /// The plan of each mode (key: `isTraining`).
+    private var kernels: [Bool: ConvolutionKernel] = [:]
+    private var kernel: ConvolutionKernel? {
+        get { kernels[isTraining] }
+        set { kernels[isTraining] = newValue }
+    }
     /// (N, Cout, Ho, Wo) in `outputLayout`: the last forward's result.
     public private(set) var output = Tensor(shape: [0])
 
@@ -75,7 +84,7 @@ public final class Conv2D {
         if let k = kernel, k.shape.inputShape == x.shape, k.inputLayout == x.layout { return k }
         let g = try geometry(for: x.shape)
         let k = try backend.convolution(g, algorithm: algorithm, input: x.layout, output: outputLayout,
-                                        fusedReLU: activation == .relu)
+                                        fusedReLU: activation == .relu, inference: !isTraining)
         kernel = k
         if output.shape != g.outputShape || output.layout != outputLayout {
             output = Tensor(shape: g.outputShape, layout: outputLayout)
@@ -88,7 +97,12 @@ public final class Conv2D {
     public func forward(_ x: Tensor) throws -> Tensor {
         let k = try plan(x)
         try Profiler.measure("\(name) forward") {
-            try k.forward(input: x.data, weight: weight.value.data, bias: bias.value.data, output: output.data)
+            if isTraining {
+                try k.forward(input: x.data, weight: weight.value.data, bias: bias.value.data, output: output.data)
+            } else {
+                try k.forward(input: x.data, weight: weight.value.data, weightsVersion: weight.value.version,
+                              bias: bias.value.data, output: output.data)
+            }
             if activation == .relu && !k.fusedReLU { try backend.reluForward(output.data, count: output.count) }
         }
         return output
@@ -142,7 +156,14 @@ public final class MaxPool2D {
     public let padding: Int
     public let ceilMode: Bool
     public let backend: Backend
-    private var kernel: PoolingKernel?
+    /// Training (keeps the arg-max positions for the backward) or inference; each mode keeps
+    /// its own plan.
+    public var isTraining = true
+    private var kernels: [Bool: PoolingKernel] = [:]
+    private var kernel: PoolingKernel? {
+        get { kernels[isTraining] }
+        set { kernels[isTraining] = newValue }
+    }
     /// (N, C, Ho, Wo), in the input's layout.
     public private(set) var output = Tensor(shape: [0])
 
@@ -163,7 +184,7 @@ public final class MaxPool2D {
         let g = PoolingShape(batch: input[0], channels: input[1], inHeight: input[2], inWidth: input[3],
                              kernel: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode)
         try g.validate()
-        let k = try backend.maxPooling(g, layout: x.layout)
+        let k = try backend.maxPooling(g, layout: x.layout, inference: !isTraining)
         kernel = k
         if output.shape != g.outputShape || output.layout != x.layout { output = Tensor(shape: g.outputShape, layout: x.layout) }
         return k

@@ -71,6 +71,7 @@ public final class SGD {
                     w[i] -= rate * vi
                 }
             }
+            p.value.markModified()
         }
         iteration += 1
     }

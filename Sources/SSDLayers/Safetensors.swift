@@ -172,6 +172,7 @@ public struct SafetensorsFile {
             throw SafetensorsError.wrongShape(file: path, name: name, expected: destination.shape, got: e.shape)
         }
         try decodeFloats(e, name: name, into: destination.data)
+        destination.markModified()
     }
 
     private func decodeFloats(_ e: Entry, name: String, into out: UnsafeMutablePointer<Float>) throws {

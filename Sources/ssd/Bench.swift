@@ -53,7 +53,9 @@ struct Bench: ParsableCommand {
         let model = compact ? try SSD300(configuration: .compact(classCount: 21), algorithm: engine.algorithm)
             : SSD300(classCount: 21, algorithm: engine.algorithm)
         if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
+        print("cpu: \(HostCPU.summary); activation layout \((model.backend as? DNNLBackend)?.hostLayout.description ?? "nchw")")
         if workload == .inference || workload == .all {
+            model.isTraining = false  // inference kernels, weights prepared once
             for batch in inferenceBatches {
                 let images = Tensor(shape: [batch, 3, 300, 300])
                 var rng = SeededRandom(seed: 1)
