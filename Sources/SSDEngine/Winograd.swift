@@ -1,0 +1,201 @@
+/// Winograd F(4×4, 3×3) convolution: our own, for hosts where oneDNN has none (oneDNN 2.6 only
+/// ships Winograd for AVX-512), so 3×3 stride-1 layers need not run at the FMA peak of direct
+/// convolution.
+///
+/// Contract (as every `ConvolutionKernel`): `forward` overwrites the output with conv + bias
+/// (then max(·, 0) with `fusedReLU`); `backwardData` overwrites the input gradient;
+/// `backwardWeights` adds into the weight gradient (Cout, Cin, 3, 3) and the bias gradient.
+/// Input and input gradient are in `inputLayout`, output and output gradient in `outputLayout`
+/// (`.nchw` or `.blocked(b)` for any b, independently). Any batch, size, channel count and
+/// padding. Not thread-safe: one call at a time per kernel (it owns its scratch).
+///
+/// Algorithm, per chunk of output tiles (4×4 outputs each, over the whole batch):
+/// 1. data transform V = Bᵀ d B of each 6×6 input window, stored as 36 matrices [tiles × Cin];
+/// 2. 36 GEMMs M_ξ = V_ξ · U_ξ through `gemm.sgemm`, U = G g Gᵀ the filters as 36 [Cin × Cout];
+/// 3. output transform Y = Aᵀ M A, + bias, ReLU, written in the output layout.
+/// The backward data pass is the same machinery on the output gradient with the filters
+/// rotated by 180° and Cin/Cout swapped (padding 2 − p); the backward weights pass
+/// accumulates dU_ξ = Σ V_ξᵀ (A dY Aᵀ)_ξ over chunks and adds Gᵀ dU G into the weight gradient.
+///
+/// Chunks keep the Winograd-domain working set (36 × tiles × (Cin + Cout) floats) near the
+/// caches instead of materialising the whole image's; scratch is planned at the first call of
+/// each pass and reused, so later calls do not allocate.
+public final class WinogradConvolution: ConvolutionKernel {
+    public let shape: ConvolutionShape
+    public let inputLayout: ActivationLayout
+    public let outputLayout: ActivationLayout
+    public let fusedReLU: Bool
+    public let implementation: String
+    /// Tiles per chunk (over the whole batch) of the forward and backward-weights passes.
+    public let tilesPerChunk: Int
+    /// Tiles per chunk of the backward-data pass.
+    public let tilesPerChunkBackwardData: Int
+
+    private let gemm: Backend
+    let coefficients: WinogradCoefficients
+    /// Forward geometry: input → output tiles of the output.
+    let forwardGeometry: WinogradGeometry
+    /// Backward-data geometry: output gradient → tiles of the input gradient.
+    let backwardGeometry: WinogradGeometry
+
+    // Scratch, allocated at first use and kept. `winogradData`/`winogradResult` hold one chunk of
+    // the 36 matrices (rows of a multiple of 8 floats, so every `F8` access is aligned).
+    private var winogradData = WinogradScratch()
+    private var winogradResult = WinogradScratch()
+    private var filters = WinogradScratch()      // U (forward) or rotated U (backward data)
+    private var filterGrad = WinogradScratch()   // dU accumulated over chunks
+    private var paddedBias = WinogradScratch()   // bias rounded up to a multiple of 8 channels
+
+    /// Roughly how many bytes of Winograd-domain data one chunk may hold (V and M together).
+    /// Measured on Zen 4 with AVX2 dispatch: see `WinogradTests.testBenchmarkAgainstDirect`.
+    public static let defaultChunkBytes = 2 << 20
+
+    /// A kernel for `shape` (3×3, stride 1, dilation 1 only), `input`/`output` layouts and
+    /// optional fused ReLU; the 36 GEMMs per chunk go to `gemm.sgemm`.
+    ///
+    /// `points` (five distinct finite interpolation points; ∞ is always the sixth) and
+    /// `scaling` select the transform matrices (defaults: the most accurate measured);
+    /// `chunkBytes` sizes the tile chunks. Throws `EngineError.invalidArgument` for a shape
+    /// Winograd F(4,3) does not apply to, an invalid shape, or a layout whose block does not
+    /// divide the channel count.
+    public init(_ shape: ConvolutionShape, input: ActivationLayout, output: ActivationLayout, fusedReLU: Bool,
+                gemm: Backend, points: [Double]? = nil, scaling: WinogradScaling? = nil,
+                chunkBytes: Int = WinogradConvolution.defaultChunkBytes) throws {
+        try shape.validate()
+        guard shape.winogradEligible else {
+            throw EngineError.invalidArgument("Winograd F(4,3) needs a 3×3 kernel, stride 1 and dilation 1: \(shape)")
+        }
+        for (layout, channels) in [(input, shape.inChannels), (output, shape.outChannels)] {
+            guard layout.channelBlock >= 1, channels % layout.channelBlock == 0 else {
+                throw EngineError.invalidArgument("layout \(layout) needs a multiple of \(layout.channelBlock) channels, got \(channels)")
+            }
+        }
+        let pts = points ?? WinogradMatrices.defaultPoints
+        guard pts.count == 5, Set(pts).count == 5, pts.allSatisfy({ $0.isFinite }) else {
+            throw EngineError.invalidArgument("Winograd F(4,3) needs five distinct finite points, got \(pts)")
+        }
+        let matrices = WinogradMatrices(points: pts, scaling: scaling ?? WinogradMatrices.defaultScaling)
+        self.shape = shape
+        inputLayout = input
+        outputLayout = output
+        self.fusedReLU = fusedReLU
+        self.gemm = gemm
+        coefficients = WinogradCoefficients(matrices)
+        implementation = "winograd F(4,3) (ours, \(matrices))"
+        let s = shape
+        forwardGeometry = WinogradGeometry(
+            batch: s.batch, inChannels: s.inChannels, inHeight: s.inHeight, inWidth: s.inWidth, inLayout: input,
+            outChannels: s.outChannels, outHeight: s.outHeight, outWidth: s.outWidth, outLayout: output,
+            padH: s.paddingHeight, padW: s.paddingWidth)
+        backwardGeometry = WinogradGeometry(
+            batch: s.batch, inChannels: s.outChannels, inHeight: s.outHeight, inWidth: s.outWidth, inLayout: output,
+            outChannels: s.inChannels, outHeight: s.inHeight, outWidth: s.inWidth, outLayout: input,
+            padH: 2 - s.paddingHeight, padW: 2 - s.paddingWidth)
+        func chunk(_ g: WinogradGeometry) -> Int {
+            let perTile = 36 * MemoryLayout<Float>.stride * (roundUp8(g.inChannels) + roundUp8(g.outChannels))
+            return max(1, min(g.tiles, max(16, chunkBytes / perTile)))
+        }
+        tilesPerChunk = chunk(forwardGeometry)
+        tilesPerChunkBackwardData = chunk(backwardGeometry)
+    }
+
+    deinit {
+        coefficients.deallocate()
+        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias] { s.deallocate() }
+    }
+
+    public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                        output: UnsafeMutablePointer<Float>) throws {
+        let s = shape
+        let u = filters.reserve(36 * s.inChannels * s.outChannels)
+        transformFilters(weight, into: u, outer: s.inChannels, inner: s.outChannels,
+                         outerStride: 9, innerStride: s.inChannels * 9, rotated: false)
+        let b = paddedBias.reserve(roundUp8(s.outChannels))
+        b.update(repeating: 0, count: roundUp8(s.outChannels))
+        if let bias { b.update(from: bias, count: s.outChannels) }
+        try run(forwardGeometry, chunk: tilesPerChunk, source: input, filters: u, bias: b, relu: fusedReLU,
+                destination: output)
+    }
+
+    public func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                             inputGrad: UnsafeMutablePointer<Float>) throws {
+        let s = shape
+        // Filters of the transposed convolution: (Cin, Cout) roles swapped, taps rotated by 180°.
+        let u = filters.reserve(36 * s.inChannels * s.outChannels)
+        transformFilters(weight, into: u, outer: s.outChannels, inner: s.inChannels,
+                         outerStride: s.inChannels * 9, innerStride: 9, rotated: true)
+        try run(backwardGeometry, chunk: tilesPerChunkBackwardData, source: outputGrad, filters: u, bias: nil,
+                relu: false, destination: inputGrad)
+    }
+
+    public func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
+                                weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
+        let g = forwardGeometry, s = shape
+        let chunk = tilesPerChunk
+        let ldV = roundUp8(g.inChannels), ldZ = roundUp8(g.outChannels)
+        let v = winogradData.reserve(36 * chunk * ldV)
+        let z = winogradResult.reserve(36 * chunk * ldZ)
+        let du = filterGrad.reserve(36 * s.inChannels * s.outChannels)
+        var first = true
+        for start in stride(from: 0, to: g.tiles, by: chunk) {
+            let count = min(chunk, g.tiles - start)
+            transformInputs(g, source: input, tiles: start..<start + count, into: v, rowStride: ldV, matrixStride: chunk * ldV)
+            transformOutputGradients(g, source: outputGrad, tiles: start..<start + count, into: z, rowStride: ldZ,
+                                     matrixStride: chunk * ldZ)
+            // dU_ξ (Cin × Cout) (+)= V_ξᵀ Z_ξ: the first chunk overwrites, so dU needs no clearing.
+            for xi in 0..<36 {
+                try gemm.sgemm(transA: true, transB: false, m: s.inChannels, n: s.outChannels, k: count, alpha: 1,
+                               a: v + xi * chunk * ldV, lda: ldV, b: z + xi * chunk * ldZ, ldb: ldZ,
+                               beta: first ? 0 : 1, c: du + xi * s.inChannels * s.outChannels, ldc: s.outChannels)
+            }
+            first = false
+        }
+        addFilterGradient(du, into: weightGrad)
+        if let biasGrad { addBiasGradient(outputGrad, into: biasGrad) }
+    }
+
+    // MARK: - Passes
+
+    /// The forward machinery: `destination` = Winograd convolution of `source` with the
+    /// transformed `filters` (36 × [inChannels × outChannels]) + `bias` (padded), ReLU optional.
+    private func run(_ g: WinogradGeometry, chunk: Int, source: UnsafePointer<Float>, filters u: UnsafePointer<Float>,
+                     bias: UnsafePointer<Float>?, relu: Bool, destination: UnsafeMutablePointer<Float>) throws {
+        let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
+        let v = winogradData.reserve(36 * chunk * ldV)
+        let m = winogradResult.reserve(36 * chunk * ldM)
+        for start in stride(from: 0, to: g.tiles, by: chunk) {
+            let count = min(chunk, g.tiles - start)
+            transformInputs(g, source: source, tiles: start..<start + count, into: v, rowStride: ldV, matrixStride: chunk * ldV)
+            for xi in 0..<36 {
+                try gemm.sgemm(transA: false, transB: false, m: count, n: g.outChannels, k: g.inChannels, alpha: 1,
+                               a: v + xi * chunk * ldV, lda: ldV, b: u + xi * g.inChannels * g.outChannels,
+                               ldb: g.outChannels, beta: 0, c: m + xi * chunk * ldM, ldc: ldM)
+            }
+            transformOutputs(g, source: m, tiles: start..<start + count, rowStride: ldM, matrixStride: chunk * ldM,
+                             bias: bias, relu: relu, destination: destination)
+        }
+    }
+}
+
+@inline(__always)
+func roundUp8(_ n: Int) -> Int { (n + 7) & ~7 }
+
+/// A growable, 64-byte-aligned Float buffer that only ever grows (so steady-state calls do not
+/// allocate). A class-free box: the kernel owns it and frees it in `deinit`.
+struct WinogradScratch {
+    private(set) var pointer: UnsafeMutablePointer<Float>?
+    private(set) var capacity = 0
+
+    /// At least `count` floats (zero-filled when newly allocated; contents otherwise kept).
+    mutating func reserve(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if let pointer, capacity >= count { return pointer }
+        deallocate()
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
+        pointer = raw.assumingMemoryBound(to: Float.self)
+        capacity = count
+        return pointer!
+    }
+
+    func deallocate() { if let pointer { UnsafeMutableRawPointer(pointer).deallocate() } }
+}

@@ -1,0 +1,156 @@
+/// The parallel loops of `WinogradConvolution`: each transforms one chunk of tiles (or all the
+/// filters) with the per-tile kernels of WinogradTransforms.swift, spread over `parallelFor`.
+
+extension WinogradConvolution {
+    /// U_ξ[o][i] = (G g Gᵀ)_ξ for the filter g at `weight[o·outerStride + i·innerStride + tap]`
+    /// (taps reversed when `rotated`): 36 row-major matrices [outer × inner].
+    func transformFilters(_ weight: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, outer: Int, inner: Int,
+                          outerStride: Int, innerStride: Int, rotated: Bool) {
+        let gm = coefficientsG
+        parallelFor(outer, minimumPerThread: 4) { range in
+            withUnsafeTemporaryAllocation(of: F8.self, capacity: 9 + 18 + 36) { buf in
+                let g = buf.baseAddress!, t = g + 9, r = t + 18
+                for o in range {
+                    for i0 in stride(from: 0, to: inner, by: 8) {
+                        let lanes = min(8, inner - i0)
+                        if lanes < 8 { g.update(repeating: F8(), count: 9) }
+                        for lane in 0..<lanes {
+                            let p = weight + o * outerStride + (i0 + lane) * innerStride
+                            for k in 0..<9 { g[k][lane] = p[rotated ? 8 - k : k] }
+                        }
+                        winogradFilterTransform(g, gm, t, r)
+                        let row = u + o * inner + i0
+                        if lanes == 8 {
+                            for xi in 0..<36 { UnsafeMutableRawPointer(row + xi * outer * inner).storeBytes(of: r[xi], as: F8.self) }
+                        } else {
+                            for xi in 0..<36 { for lane in 0..<lanes { row[xi * outer * inner + lane] = r[xi][lane] } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// weightGrad[co][ci] += Gᵀ dU[ci][co] G for dU the 36 matrices [Cin × Cout].
+    func addFilterGradient(_ du: UnsafePointer<Float>, into weightGrad: UnsafeMutablePointer<Float>) {
+        let cin = shape.inChannels, cout = shape.outChannels
+        let gm = coefficientsG
+        parallelFor(cin, minimumPerThread: 4) { range in
+            withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 18 + 9) { buf in
+                let d = buf.baseAddress!, t = d + 36, r = t + 18
+                for ci in range {
+                    for co0 in stride(from: 0, to: cout, by: 8) {
+                        let lanes = min(8, cout - co0)
+                        let row = du + ci * cout + co0
+                        if lanes == 8 {
+                            for xi in 0..<36 { d[xi] = UnsafeRawPointer(row + xi * cin * cout).loadUnaligned(as: F8.self) }
+                        } else {
+                            d.update(repeating: F8(), count: 36)
+                            for xi in 0..<36 { for lane in 0..<lanes { d[xi][lane] = row[xi * cin * cout + lane] } }
+                        }
+                        winogradFilterAdjoint(d, gm, t, r)
+                        for lane in 0..<lanes {
+                            let p = weightGrad + ((co0 + lane) * cin + ci) * 9
+                            for k in 0..<9 { p[k] += r[k][lane] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// biasGrad[c] += Σ over batch and pixels of the output gradient of channel c.
+    func addBiasGradient(_ dy: UnsafePointer<Float>, into biasGrad: UnsafeMutablePointer<Float>) {
+        let g = forwardGeometry
+        let plane = g.outHeight * g.outWidth
+        parallelFor(g.outChannels, minimumPerThread: 8) { range in
+            for c in range {
+                var sum: Double = 0
+                for n in 0..<g.batch {
+                    let (base, step) = g.outLayout.channelBase(n: n, c: c, channels: g.outChannels, plane: plane)
+                    var s: Float = 0
+                    for i in 0..<plane { s += dy[base + i * step] }
+                    sum += Double(s)
+                }
+                biasGrad[c] += Float(sum)
+            }
+        }
+    }
+
+    /// V_ξ[t][c] for the tiles `tiles` of `source` (the geometry's input): 36 matrices
+    /// [chunk × rowStride], row t − tiles.lowerBound.
+    func transformInputs(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
+                         into v: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
+        let bt = coefficients.bt
+        parallelFor(tiles.count, minimumPerThread: 4) { range in
+            withUnsafeTemporaryAllocation(of: F8.self, capacity: 3 * 36) { buf in
+                let d = buf.baseAddress!, t = d + 36, r = t + 36
+                for local in range {
+                    let (n, oy, ox) = g.tile(tiles.lowerBound + local)
+                    for c0 in stride(from: 0, to: g.inChannels, by: 8) {
+                        winogradGather(source, channels: g.inChannels, height: g.inHeight, width: g.inWidth,
+                                       layout: g.inLayout, n: n, c0: c0, y0: oy - g.padH, x0: ox - g.padW,
+                                       rows: 6, cols: 6, into: d)
+                        winogradInputTransform(d, bt, t, r)
+                        let row = UnsafeMutableRawPointer(v + local * rowStride + c0).assumingMemoryBound(to: F8.self)
+                        let step = matrixStride / 8
+                        for xi in 0..<36 { row[xi * step] = r[xi] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Z_ξ[t][c] = (A dY Aᵀ)_ξ for the tiles `tiles` of the output gradient `source` (the
+    /// geometry's output), as 36 matrices [chunk × rowStride].
+    func transformOutputGradients(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
+                                  into z: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
+        let at = coefficients.at
+        parallelFor(tiles.count, minimumPerThread: 4) { range in
+            withUnsafeTemporaryAllocation(of: F8.self, capacity: 16 + 24 + 36) { buf in
+                let d = buf.baseAddress!, t = d + 16, r = t + 24
+                for local in range {
+                    let (n, oy, ox) = g.tile(tiles.lowerBound + local)
+                    for c0 in stride(from: 0, to: g.outChannels, by: 8) {
+                        winogradGather(source, channels: g.outChannels, height: g.outHeight, width: g.outWidth,
+                                       layout: g.outLayout, n: n, c0: c0, y0: oy, x0: ox, rows: 4, cols: 4, into: d)
+                        winogradOutputAdjoint(d, at, t, r)
+                        let row = UnsafeMutableRawPointer(z + local * rowStride + c0).assumingMemoryBound(to: F8.self)
+                        let step = matrixStride / 8
+                        for xi in 0..<36 { row[xi * step] = r[xi] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The outputs of the tiles `tiles` from M (36 matrices [chunk × rowStride]): Aᵀ M A + bias,
+    /// ReLU when asked, written into `destination` (the geometry's output).
+    func transformOutputs(_ g: WinogradGeometry, source m: UnsafePointer<Float>, tiles: Range<Int>, rowStride: Int,
+                          matrixStride: Int, bias: UnsafePointer<Float>?, relu: Bool, destination: UnsafeMutablePointer<Float>) {
+        let at = coefficients.at
+        parallelFor(tiles.count, minimumPerThread: 4) { range in
+            withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 24 + 16) { buf in
+                let d = buf.baseAddress!, t = d + 36, y = t + 24
+                for local in range {
+                    let (n, oy, ox) = g.tile(tiles.lowerBound + local)
+                    for c0 in stride(from: 0, to: g.outChannels, by: 8) {
+                        let row = UnsafeRawPointer(m + local * rowStride + c0).assumingMemoryBound(to: F8.self)
+                        let step = matrixStride / 8
+                        for xi in 0..<36 { d[xi] = row[xi * step] }
+                        winogradOutputTransform(d, at, t, y)
+                        if let bias {
+                            let b = UnsafeRawPointer(bias + c0).assumingMemoryBound(to: F8.self).pointee
+                            for i in 0..<16 { y[i] += b }
+                        }
+                        if relu { for i in 0..<16 { y[i] = y[i].replacing(with: 0, where: y[i] .< 0) } }
+                        winogradScatter(y, into: destination, channels: g.outChannels, height: g.outHeight,
+                                        width: g.outWidth, layout: g.outLayout, n: n, c0: c0, y0: oy, x0: ox)
+                    }
+                }
+            }
+        }
+    }
+
+    var coefficientsG: UnsafePointer<Float> { coefficients.g }
+}
