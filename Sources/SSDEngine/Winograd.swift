@@ -47,8 +47,10 @@ public final class WinogradConvolution: ConvolutionKernel {
     private var paddedBias = WinogradScratch()   // bias rounded up to a multiple of 8 channels
 
     /// Roughly how many bytes of Winograd-domain data one chunk may hold (V and M together).
-    /// Measured on Zen 4 with AVX2 dispatch: see `WinogradTests.testBenchmarkAgainstDirect`.
-    public static let defaultChunkBytes = 2 << 20
+    /// Measured on Zen 4 (1 MiB L2, 32 MiB L3) with AVX2 dispatch (`testBenchmarkAgainstDirect`,
+    /// SSD_WINOGRAD_CHUNK_KB): at 2–4 MiB the 512-channel layers get chunks of 16–30 tiles and
+    /// their 36 GEMMs (M = tiles) lose to re-packing U each call; 16 and 32 MiB time the same.
+    public static let defaultChunkBytes = 16 << 20
 
     /// A kernel for `shape` (3×3, stride 1, dilation 1 only), `input`/`output` layouts and
     /// optional fused ReLU; the 36 GEMMs per chunk go to `gemm.sgemm`.

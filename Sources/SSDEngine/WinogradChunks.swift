@@ -7,7 +7,7 @@ extension WinogradConvolution {
     func transformFilters(_ weight: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, outer: Int, inner: Int,
                           outerStride: Int, innerStride: Int, rotated: Bool) {
         let gm = coefficientsG
-        parallelFor(outer, minimumPerThread: 4) { range in
+        WinogradThreads.run(outer, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 9 + 18 + 36) { buf in
                 let g = buf.baseAddress!, t = g + 9, r = t + 18
                 for o in range {
@@ -35,7 +35,7 @@ extension WinogradConvolution {
     func addFilterGradient(_ du: UnsafePointer<Float>, into weightGrad: UnsafeMutablePointer<Float>) {
         let cin = shape.inChannels, cout = shape.outChannels
         let gm = coefficientsG
-        parallelFor(cin, minimumPerThread: 4) { range in
+        WinogradThreads.run(cin, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 18 + 9) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 18
                 for ci in range {
@@ -63,7 +63,7 @@ extension WinogradConvolution {
     func addBiasGradient(_ dy: UnsafePointer<Float>, into biasGrad: UnsafeMutablePointer<Float>) {
         let g = forwardGeometry
         let plane = g.outHeight * g.outWidth
-        parallelFor(g.outChannels, minimumPerThread: 8) { range in
+        WinogradThreads.run(g.outChannels, minimumPerThread: 8) { range in
             for c in range {
                 var sum: Double = 0
                 for n in 0..<g.batch {
@@ -82,7 +82,7 @@ extension WinogradConvolution {
     func transformInputs(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
                          into v: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
         let bt = coefficients.bt
-        parallelFor(tiles.count, minimumPerThread: 4) { range in
+        WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 3 * 36) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 36
                 for local in range {
@@ -106,7 +106,7 @@ extension WinogradConvolution {
     func transformOutputGradients(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
                                   into z: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
         let at = coefficients.at
-        parallelFor(tiles.count, minimumPerThread: 4) { range in
+        WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 16 + 24 + 36) { buf in
                 let d = buf.baseAddress!, t = d + 16, r = t + 24
                 for local in range {
@@ -129,7 +129,7 @@ extension WinogradConvolution {
     func transformOutputs(_ g: WinogradGeometry, source m: UnsafePointer<Float>, tiles: Range<Int>, rowStride: Int,
                           matrixStride: Int, bias: UnsafePointer<Float>?, relu: Bool, destination: UnsafeMutablePointer<Float>) {
         let at = coefficients.at
-        parallelFor(tiles.count, minimumPerThread: 4) { range in
+        WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 24 + 16) { buf in
                 let d = buf.baseAddress!, t = d + 36, y = t + 24
                 for local in range {

@@ -159,4 +159,60 @@ final class WinogradTests: XCTestCase {
                                                      points: [0, 1, -1, 2, 2]))
         XCTAssertNoThrow(try WinogradConvolution(s, input: .blocked(4), output: .blocked(8), fusedReLU: true, gemm: dnnl))
     }
+
+    /// Timings only (asserts nothing about speed): ours against oneDNN's direct convolution on the
+    /// SSD300 3×3 layers, in the layout the backend prefers. Runs with SSD_WINOGRAD_BENCH=1; set
+    /// ONEDNN_MAX_CPU_ISA=AVX2 to time oneDNN as on an AVX2 host. SSD_WINOGRAD_CHUNK_KB overrides
+    /// the chunk size, SSD_WINOGRAD_BATCHES (e.g. "1") and SSD_WINOGRAD_REPS the sweep.
+    func testBenchmarkAgainstDirect() throws {
+        let env = ProcessInfo.processInfo.environment
+        guard env["SSD_WINOGRAD_BENCH"] == "1" else { throw XCTSkip("set SSD_WINOGRAD_BENCH=1 to time Winograd") }
+        let chunkBytes = env["SSD_WINOGRAD_CHUNK_KB"].flatMap { Int($0) }.map { $0 << 10 } ?? WinogradConvolution.defaultChunkBytes
+        let batches = (env["SSD_WINOGRAD_BATCHES"] ?? "1,8").split(separator: ",").compactMap { Int($0) }
+        let reps = env["SSD_WINOGRAD_REPS"].flatMap { Int($0) } ?? 3
+        let layers = [(64, 300), (128, 150), (256, 75), (512, 38), (512, 19)].filter { l in
+            env["SSD_WINOGRAD_CHANNELS"].map { $0.split(separator: ",").contains(Substring(String(l.0) + "@" + String(l.1))) } ?? true
+        }
+        func time(_ body: () throws -> Void) rethrows -> Double {
+            try body()  // warm-up: plans scratch, primes caches and oneDNN's kernels
+            var best = Double.infinity
+            for _ in 0..<reps {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                try body()
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            }
+            return best
+        }
+        print("[bench] ISA cap \(env["ONEDNN_MAX_CPU_ISA"] ?? "none"), threads \(Threads.count), chunk \(chunkBytes >> 10) KiB")
+        print("[bench] shape | layout | fwd direct / ours ms (x) | bwd data direct / ours ms (x) | bwd weights direct / ours ms (x)")
+        for n in batches {
+            for (c, size) in layers {
+                let s = ConvolutionShape(batch: n, inChannels: c, outChannels: c, inHeight: size, inWidth: size,
+                                         kernelSize: (3, 3), padding: (1, 1))
+                let layout = dnnl.preferredLayout(channels: c)
+                let direct = try dnnl.convolution(s, algorithm: .direct, input: layout, output: layout, fusedReLU: true)
+                let ours = try WinogradConvolution(s, input: layout, output: layout, fusedReLU: true, gemm: dnnl,
+                                                   chunkBytes: chunkBytes)
+                let x = randomTensor(s.inputShape, seed: 1), w = randomTensor(s.weightShape, seed: 2, std: 0.05)
+                let b = randomTensor([c], seed: 3), dy = randomTensor(s.outputShape, seed: 4)
+                let y = Tensor(shape: s.outputShape), dx = Tensor(shape: s.inputShape)
+                let dw = Tensor(shape: s.weightShape), db = Tensor(shape: [c])
+                var row: [String] = []
+                for pass in 0..<3 {
+                    let kernels: [ConvolutionKernel] = [direct, ours]
+                    let ms = try kernels.map { k in
+                        try time {
+                            switch pass {
+                            case 0: try k.forward(input: x.data, weight: w.data, bias: b.data, output: y.data)
+                            case 1: try k.backwardData(outputGrad: dy.data, weight: w.data, inputGrad: dx.data)
+                            default: try k.backwardWeights(input: x.data, outputGrad: dy.data, weightGrad: dw.data, biasGrad: db.data)
+                            }
+                        }
+                    }
+                    row.append(String(format: "%.2f / %.2f (%.2fx)", ms[0], ms[1], ms[0] / ms[1]))
+                }
+                print("[bench] N\(n) \(c)→\(c) \(size)×\(size) | \(layout) [\(direct.implementation)] | " + row.joined(separator: " | "))
+            }
+        }
+    }
 }
