@@ -6,7 +6,6 @@ extension WinogradConvolution {
     /// (taps reversed when `rotated`): 36 row-major matrices [outer × inner].
     func transformFilters(_ weight: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, outer: Int, inner: Int,
                           outerStride: Int, innerStride: Int, rotated: Bool) {
-        let gm = coefficientsG
         WinogradThreads.run(outer, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 9 + 18 + 36) { buf in
                 let g = buf.baseAddress!, t = g + 9, r = t + 18
@@ -18,7 +17,7 @@ extension WinogradConvolution {
                             let p = weight + o * outerStride + (i0 + lane) * innerStride
                             for k in 0..<9 { g[k][lane] = p[rotated ? 8 - k : k] }
                         }
-                        winogradFilterTransform(g, gm, t, r)
+                        winogradFilterTransform(g, coefficients, t, r)
                         let row = u + o * inner + i0
                         if lanes == 8 {
                             for xi in 0..<36 { UnsafeMutableRawPointer(row + xi * outer * inner).storeBytes(of: r[xi], as: F8.self) }
@@ -34,7 +33,6 @@ extension WinogradConvolution {
     /// weightGrad[co][ci] += Gᵀ dU[ci][co] G for dU the 36 matrices [Cin × Cout].
     func addFilterGradient(_ du: UnsafePointer<Float>, into weightGrad: UnsafeMutablePointer<Float>) {
         let cin = shape.inChannels, cout = shape.outChannels
-        let gm = coefficientsG
         WinogradThreads.run(cin, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 18 + 9) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 18
@@ -48,7 +46,7 @@ extension WinogradConvolution {
                             d.update(repeating: F8(), count: 36)
                             for xi in 0..<36 { for lane in 0..<lanes { d[xi][lane] = row[xi * cin * cout + lane] } }
                         }
-                        winogradFilterAdjoint(d, gm, t, r)
+                        winogradFilterAdjoint(d, coefficients, t, r)
                         for lane in 0..<lanes {
                             let p = weightGrad + ((co0 + lane) * cin + ci) * 9
                             for k in 0..<9 { p[k] += r[k][lane] }
@@ -81,7 +79,6 @@ extension WinogradConvolution {
     /// [chunk × rowStride], row t − tiles.lowerBound.
     func transformInputs(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
                          into v: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
-        let bt = coefficients.bt
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 3 * 36) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 36
@@ -91,7 +88,7 @@ extension WinogradConvolution {
                         winogradGather(source, channels: g.inChannels, height: g.inHeight, width: g.inWidth,
                                        layout: g.inLayout, n: n, c0: c0, y0: oy - g.padH, x0: ox - g.padW,
                                        rows: 6, cols: 6, into: d)
-                        winogradInputTransform(d, bt, t, r)
+                        winogradInputTransform(d, coefficients, t, r)
                         let row = UnsafeMutableRawPointer(v + local * rowStride + c0).assumingMemoryBound(to: F8.self)
                         let step = matrixStride / 8
                         for xi in 0..<36 { row[xi * step] = r[xi] }
@@ -105,7 +102,6 @@ extension WinogradConvolution {
     /// geometry's output), as 36 matrices [chunk × rowStride].
     func transformOutputGradients(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
                                   into z: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
-        let at = coefficients.at
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 16 + 24 + 36) { buf in
                 let d = buf.baseAddress!, t = d + 16, r = t + 24
@@ -114,7 +110,7 @@ extension WinogradConvolution {
                     for c0 in stride(from: 0, to: g.outChannels, by: 8) {
                         winogradGather(source, channels: g.outChannels, height: g.outHeight, width: g.outWidth,
                                        layout: g.outLayout, n: n, c0: c0, y0: oy, x0: ox, rows: 4, cols: 4, into: d)
-                        winogradOutputAdjoint(d, at, t, r)
+                        winogradOutputAdjoint(d, coefficients, t, r)
                         let row = UnsafeMutableRawPointer(z + local * rowStride + c0).assumingMemoryBound(to: F8.self)
                         let step = matrixStride / 8
                         for xi in 0..<36 { row[xi * step] = r[xi] }
@@ -128,7 +124,6 @@ extension WinogradConvolution {
     /// ReLU when asked, written into `destination` (the geometry's output).
     func transformOutputs(_ g: WinogradGeometry, source m: UnsafePointer<Float>, tiles: Range<Int>, rowStride: Int,
                           matrixStride: Int, bias: UnsafePointer<Float>?, relu: Bool, destination: UnsafeMutablePointer<Float>) {
-        let at = coefficients.at
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 24 + 16) { buf in
                 let d = buf.baseAddress!, t = d + 36, y = t + 24
@@ -138,7 +133,7 @@ extension WinogradConvolution {
                         let row = UnsafeRawPointer(m + local * rowStride + c0).assumingMemoryBound(to: F8.self)
                         let step = matrixStride / 8
                         for xi in 0..<36 { d[xi] = row[xi * step] }
-                        winogradOutputTransform(d, at, t, y)
+                        winogradOutputTransform(d, coefficients, t, y)
                         if let bias {
                             let b = UnsafeRawPointer(bias + c0).assumingMemoryBound(to: F8.self).pointee
                             for i in 0..<16 { y[i] += b }
@@ -151,6 +146,4 @@ extension WinogradConvolution {
             }
         }
     }
-
-    var coefficientsG: UnsafePointer<Float> { coefficients.g }
 }

@@ -1,11 +1,30 @@
-/// The per-tile pieces of Winograd F(4×4, 3×3): gathering tiles out of an activation in any
-/// layout, the data / output / adjoint transforms, and writing output tiles back.
-///
-/// Everything works on eight channels at once (`SIMD8<Float>`, one lane per channel): the
-/// channels of a pixel are what the blocked layouts keep contiguous, and the Winograd-domain
-/// matrices are stored [tiles × channels] so a transformed tile is eight contiguous floats per ξ.
+import CWinograd
+import Foundation
+
+// The per-tile pieces of Winograd F(4×4, 3×3): gathering tiles out of an activation in any
+// layout, the data / output / adjoint transforms, and writing output tiles back.
+//
+// Everything works on eight channels at once (`SIMD8<Float>`, one lane per channel): the
+// channels of a pixel are what the blocked layouts keep contiguous, and the Winograd-domain
+// matrices are stored [tiles × channels] so a transformed tile is eight contiguous floats per ξ.
+
 
 typealias F8 = SIMD8<Float>
+
+/// Whether the tile transforms run the AVX2 + FMA versions of the CWinograd target (decided
+/// once, from the CPU; SSD_WINOGRAD_PORTABLE=1 forces the portable Swift ones, for testing).
+let winogradUsesAVX2: Bool = cwino_has_avx2_fma() != 0
+    && ProcessInfo.processInfo.environment["SSD_WINOGRAD_PORTABLE"] != "1"
+
+@inline(__always)
+private func floats(_ p: UnsafePointer<F8>) -> UnsafePointer<Float> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+}
+
+@inline(__always)
+private func floats(_ p: UnsafeMutablePointer<F8>) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+}
 
 /// Which tiles a pass covers and where it reads and writes them. One pass maps an activation
 /// `src` (C_in channels, H×W, `inLayout`) to `dst` (C_out channels, Ho×Wo, `outLayout`); output
@@ -109,21 +128,24 @@ func winogradScatter(_ v: UnsafePointer<F8>, into dst: UnsafeMutablePointer<Floa
 
 /// The Float transform matrices, kept in one allocation for the kernels' inner loops.
 struct WinogradCoefficients {
-    /// Bᵀ 6×6, then Aᵀ 4×6, then G 6×3 (row-major each).
+    /// Bᵀ 6×6, Aᵀ 4×6, G 6×3, A 6×4, Gᵀ 3×6 (row-major each; the transposes feed the
+    /// adjoints of the AVX2 kernels, which all compute L · X · Lᵀ).
     let storage: UnsafeMutablePointer<Float>
     var bt: UnsafePointer<Float> { UnsafePointer(storage) }
     var at: UnsafePointer<Float> { UnsafePointer(storage + 36) }
     var g: UnsafePointer<Float> { UnsafePointer(storage + 60) }
-    /// Whether Bᵀ and Aᵀ are Lavin–style sparse matrices of the default points, for which the
-    /// hand-written transforms apply.
+    var a: UnsafePointer<Float> { UnsafePointer(storage + 78) }
+    var gt: UnsafePointer<Float> { UnsafePointer(storage + 102) }
     let matrices: WinogradMatrices
 
     init(_ m: WinogradMatrices) {
         matrices = m
-        storage = .allocate(capacity: 78)
+        storage = .allocate(capacity: 120)
         for i in 0..<36 { storage[i] = Float(m.bt[i]) }
         for i in 0..<24 { storage[36 + i] = Float(m.at[i]) }
         for i in 0..<18 { storage[60 + i] = Float(m.g[i]) }
+        for r in 0..<6 { for c in 0..<4 { storage[78 + r * 4 + c] = Float(m.at[c * 6 + r]) } }
+        for r in 0..<3 { for c in 0..<6 { storage[102 + r * 6 + c] = Float(m.g[c * 3 + r]) } }
     }
 
     func deallocate() { storage.deallocate() }
@@ -131,8 +153,10 @@ struct WinogradCoefficients {
 
 /// v = Bᵀ d B for a 6×6 tile (`t`: 36 scratch vectors).
 @inline(__always)
-func winogradInputTransform(_ d: UnsafePointer<F8>, _ bt: UnsafePointer<Float>, _ t: UnsafeMutablePointer<F8>,
+func winogradInputTransform(_ d: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                             _ v: UnsafeMutablePointer<F8>) {
+    if winogradUsesAVX2 { return cwino_sandwich_6x6(c.bt, floats(d), floats(v)) }
+    let bt = c.bt
     for i in 0..<6 {
         for x in 0..<6 {
             var s = F8()
@@ -151,8 +175,10 @@ func winogradInputTransform(_ d: UnsafePointer<F8>, _ bt: UnsafePointer<Float>, 
 
 /// y = Aᵀ m A: a 6×6 Winograd-domain tile to its 4×4 outputs (`t`: 24 scratch vectors).
 @inline(__always)
-func winogradOutputTransform(_ m: UnsafePointer<F8>, _ at: UnsafePointer<Float>, _ t: UnsafeMutablePointer<F8>,
+func winogradOutputTransform(_ m: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                              _ y: UnsafeMutablePointer<F8>) {
+    if winogradUsesAVX2 { return cwino_sandwich_4x6(c.at, floats(m), floats(y)) }
+    let at = c.at
     for i in 0..<4 {
         for x in 0..<6 {
             var s = F8()
@@ -172,8 +198,10 @@ func winogradOutputTransform(_ m: UnsafePointer<F8>, _ at: UnsafePointer<Float>,
 /// z = A dy Aᵀ: the adjoint of the output transform, a 4×4 output-gradient tile to the 6×6
 /// Winograd domain (`t`: 24 scratch vectors).
 @inline(__always)
-func winogradOutputAdjoint(_ dy: UnsafePointer<F8>, _ at: UnsafePointer<Float>, _ t: UnsafeMutablePointer<F8>,
+func winogradOutputAdjoint(_ dy: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                            _ z: UnsafeMutablePointer<F8>) {
+    if winogradUsesAVX2 { return cwino_sandwich_6x4(c.a, floats(dy), floats(z)) }
+    let at = c.at
     for a in 0..<6 {
         for j in 0..<4 {
             var s = F8()
@@ -192,8 +220,10 @@ func winogradOutputAdjoint(_ dy: UnsafePointer<F8>, _ at: UnsafePointer<Float>, 
 
 /// u = G g Gᵀ for 3×3 filters `g` (row-major `F8`s: eight filters at once) (`t`: 18 scratch).
 @inline(__always)
-func winogradFilterTransform(_ g: UnsafePointer<F8>, _ gm: UnsafePointer<Float>, _ t: UnsafeMutablePointer<F8>,
+func winogradFilterTransform(_ g: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                              _ u: UnsafeMutablePointer<F8>) {
+    if winogradUsesAVX2 { return cwino_sandwich_6x3(c.g, floats(g), floats(u)) }
+    let gm = c.g
     for a in 0..<6 {
         for l in 0..<3 {
             var s = F8()
@@ -212,8 +242,10 @@ func winogradFilterTransform(_ g: UnsafePointer<F8>, _ gm: UnsafePointer<Float>,
 
 /// dg = Gᵀ du G: the adjoint of the filter transform, 6×6 to 3×3 (`t`: 18 scratch).
 @inline(__always)
-func winogradFilterAdjoint(_ du: UnsafePointer<F8>, _ gm: UnsafePointer<Float>, _ t: UnsafeMutablePointer<F8>,
+func winogradFilterAdjoint(_ du: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                            _ dg: UnsafeMutablePointer<F8>) {
+    if winogradUsesAVX2 { return cwino_sandwich_3x6(c.gt, floats(du), floats(dg)) }
+    let gm = c.g
     for k in 0..<3 {
         for b in 0..<6 {
             var s = F8()
