@@ -1,3 +1,5 @@
+import Foundation
+
 /// Winograd F(4×4, 3×3) convolution: our own, for hosts where oneDNN has none (oneDNN 2.6 only
 /// ships Winograd for AVX-512), so 3×3 stride-1 layers need not run at the FMA peak of direct
 /// convolution.
@@ -45,12 +47,19 @@ public final class WinogradConvolution: ConvolutionKernel {
     private var filters = WinogradScratch()      // U (forward) or rotated U (backward data)
     private var filterGrad = WinogradScratch()   // dU accumulated over chunks
     private var paddedBias = WinogradScratch()   // bias rounded up to a multiple of 8 channels
+    private let failureLock = NSLock()
+    private var gemmFailure: Error?              // the first error of a parallel batch of GEMMs
 
-    /// Roughly how many bytes of Winograd-domain data one chunk may hold (V and M together).
-    /// Measured on Zen 4 (1 MiB L2, 32 MiB L3) with AVX2 dispatch (`testBenchmarkAgainstDirect`,
-    /// SSD_WINOGRAD_CHUNK_KB): at 2–4 MiB the 512-channel layers get chunks of 16–30 tiles and
-    /// their 36 GEMMs (M = tiles) lose to re-packing U each call; 16 and 32 MiB time the same.
-    public static let defaultChunkBytes = 16 << 20
+    /// Roughly how many bytes of Winograd-domain data one chunk may hold (V and M together);
+    /// chunks hold at least `minimumChunkTiles` tiles all the same.
+    /// Measured on Zen 4 (1 MiB L2, 32 MiB L3) with AVX2 dispatch, one thread
+    /// (`testBenchmarkAgainstDirect`, SSD_WINOGRAD_CHUNK_KB): 1, 3 and 8 MiB time within noise
+    /// at 64–256 channels, 16 MiB is slower at 64 (V and M spill out of L3).
+    public static let defaultChunkBytes = 4 << 20
+    /// The fewest tiles per chunk: the GEMMs have M = tiles, and below about a hundred rows
+    /// dnnl_sgemm spends a large share re-packing U_ξ (1 MiB at 512 channels) for each call —
+    /// at 512 channels 16 tiles per chunk ran several times slower than 100.
+    public static let minimumChunkTiles = 96
 
     /// A kernel for `shape` (3×3, stride 1, dilation 1 only), `input`/`output` layouts and
     /// optional fused ReLU; the 36 GEMMs per chunk go to `gemm.sgemm`.
@@ -95,7 +104,7 @@ public final class WinogradConvolution: ConvolutionKernel {
             padH: 2 - s.paddingHeight, padW: 2 - s.paddingWidth)
         func chunk(_ g: WinogradGeometry) -> Int {
             let perTile = 36 * MemoryLayout<Float>.stride * (roundUp8(g.inChannels) + roundUp8(g.outChannels))
-            return max(1, min(g.tiles, max(16, chunkBytes / perTile)))
+            return max(1, min(g.tiles, max(WinogradConvolution.minimumChunkTiles, chunkBytes / perTile)))
         }
         tilesPerChunk = chunk(forwardGeometry)
         tilesPerChunkBackwardData = chunk(backwardGeometry)
@@ -145,10 +154,13 @@ public final class WinogradConvolution: ConvolutionKernel {
             transformOutputGradients(g, source: outputGrad, tiles: start..<start + count, into: z, rowStride: ldZ,
                                      matrixStride: chunk * ldZ)
             // dU_ξ (Cin × Cout) (+)= V_ξᵀ Z_ξ: the first chunk overwrites, so dU needs no clearing.
-            for xi in 0..<36 {
-                try gemm.sgemm(transA: true, transB: false, m: s.inChannels, n: s.outChannels, k: count, alpha: 1,
-                               a: v + xi * chunk * ldV, lda: ldV, b: z + xi * chunk * ldZ, ldb: ldZ,
-                               beta: first ? 0 : 1, c: du + xi * s.inChannels * s.outChannels, ldc: s.outChannels)
+            // Parts split the Cin rows of dU_ξ.
+            let beta: Float = first ? 0 : 1
+            try gemms(rows: s.inChannels) { xi, r in
+                try gemm.sgemm(transA: true, transB: false, m: r.count, n: s.outChannels, k: count, alpha: 1,
+                               a: v + xi * chunk * ldV + r.lowerBound, lda: ldV, b: z + xi * chunk * ldZ, ldb: ldZ,
+                               beta: beta, c: du + xi * s.inChannels * s.outChannels + r.lowerBound * s.outChannels,
+                               ldc: s.outChannels)
             }
             first = false
         }
@@ -157,6 +169,44 @@ public final class WinogradConvolution: ConvolutionKernel {
     }
 
     // MARK: - Passes
+
+    /// Runs `body(ξ, rows)` for the 36 GEMMs of a chunk, each over all of `rows` or over a part.
+    ///
+    /// With OpenMP, all of them share one parallel region, each GEMM single-threaded (oneDNN
+    /// does not nest regions), instead of 36 regions of oneDNN-threaded GEMMs: the GEMMs are
+    /// independent, and every region costs a fork and a barrier — on a loaded host a barrier
+    /// whose threads are descheduled costs a whole time slice (measured: seconds per call on a
+    /// shared 2-core host with 36 regions per chunk). GEMMs are split in row parts only where
+    /// 36 would balance poorly over the threads. Without OpenMP they run one after the other,
+    /// each threaded by the GEMM itself.
+    private func gemms(rows: Int, _ body: (Int, Range<Int>) throws -> Void) throws {
+        guard WinogradThreads.isOpenMP else {
+            for xi in 0..<36 { try body(xi, 0..<rows) }
+            return
+        }
+        let threads = WinogradThreads.threadCount
+        let parts = max(1, min(rows / 8, (4 * threads + 35) / 36))
+        var failure: Error?
+        failureLock.lock()
+        gemmFailure = nil
+        failureLock.unlock()
+        WinogradThreads.run(36 * parts) { items in
+            for item in items {
+                let xi = item / parts, p = item % parts
+                do {
+                    try body(xi, rows * p / parts..<rows * (p + 1) / parts)
+                } catch {
+                    failureLock.lock()
+                    if gemmFailure == nil { gemmFailure = error }
+                    failureLock.unlock()
+                }
+            }
+        }
+        failureLock.lock()
+        failure = gemmFailure
+        failureLock.unlock()
+        if let failure { throw failure }
+    }
 
     /// The forward machinery: `destination` = Winograd convolution of `source` with the
     /// transformed `filters` (36 × [inChannels × outChannels]) + `bias` (padded), ReLU optional.
@@ -168,13 +218,16 @@ public final class WinogradConvolution: ConvolutionKernel {
         for start in stride(from: 0, to: g.tiles, by: chunk) {
             let count = min(chunk, g.tiles - start)
             transformInputs(g, source: source, tiles: start..<start + count, into: v, rowStride: ldV, matrixStride: chunk * ldV)
-            for xi in 0..<36 {
-                try gemm.sgemm(transA: false, transB: false, m: count, n: g.outChannels, k: g.inChannels, alpha: 1,
-                               a: v + xi * chunk * ldV, lda: ldV, b: u + xi * g.inChannels * g.outChannels,
-                               ldb: g.outChannels, beta: 0, c: m + xi * chunk * ldM, ldc: ldM)
+            // Parts split the tiles (rows of V_ξ and M_ξ).
+            try gemms(rows: count) { xi, r in
+                try gemm.sgemm(transA: false, transB: false, m: r.count, n: g.outChannels, k: g.inChannels, alpha: 1,
+                               a: v + xi * chunk * ldV + r.lowerBound * ldV, lda: ldV,
+                               b: u + xi * g.inChannels * g.outChannels, ldb: g.outChannels, beta: 0,
+                               c: m + xi * chunk * ldM + r.lowerBound * ldM, ldc: ldM)
             }
             transformOutputs(g, source: m, tiles: start..<start + count, rowStride: ldM, matrixStride: chunk * ldM,
                              bias: bias, relu: relu, destination: destination)
+
         }
     }
 }

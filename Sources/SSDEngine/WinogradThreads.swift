@@ -34,6 +34,13 @@ enum WinogradThreads {
     /// "openmp" or "gcd": where the transforms run (for reports).
     static var runtime: String { openMP == nil ? "gcd" : "openmp" }
 
+    /// Whether `run` uses the OpenMP team: then a GEMM called inside `run`'s body runs on its
+    /// own thread (oneDNN does not nest parallel regions), so several GEMMs can share one region.
+    static var isOpenMP: Bool { openMP != nil }
+
+    /// Threads `run` would use for many items.
+    static var threadCount: Int { openMP.map { Int($0.maxThreads()) } ?? Threads.count }
+
     private struct Job {
         let n: Int
         let minimumPerThread: Int
