@@ -49,7 +49,67 @@ AVX2 void cwino_sandwich_4x6(const float *l, const float *in, float *out) { sand
 AVX2 void cwino_sandwich_6x4(const float *l, const float *in, float *out) { sandwich(6, 4, l, in, out); }
 AVX2 void cwino_sandwich_6x3(const float *l, const float *in, float *out) { sandwich(6, 3, l, in, out); }
 AVX2 void cwino_sandwich_3x6(const float *l, const float *in, float *out) { sandwich(3, 6, l, in, out); }
+
+AVX2 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
+                                long xi_stride, const float *next) {
+    if (next) {
+        // The next tile overlaps this one by two pixels: fetch its four new pixels of each row.
+        for (int r = 0; r < 6; r++) {
+            __builtin_prefetch(next + r * row_stride + 2 * pixel_stride);
+            __builtin_prefetch(next + r * row_stride + 5 * pixel_stride);
+        }
+    }
+    __m256 t[36];
+    for (int i = 0; i < 6; i++) {
+        for (int x = 0; x < 6; x++) {
+            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(bt + i * 6), _mm256_loadu_ps(tile + x * pixel_stride));
+            for (int y = 1; y < 6; y++) {
+                s = _mm256_fmadd_ps(_mm256_broadcast_ss(bt + i * 6 + y),
+                                    _mm256_loadu_ps(tile + y * row_stride + x * pixel_stride), s);
+            }
+            t[i * 6 + x] = s;
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        for (int j = 0; j < 6; j++) {
+            __m256 s = _mm256_mul_ps(t[i * 6], _mm256_broadcast_ss(bt + j * 6));
+            for (int x = 1; x < 6; x++) s = _mm256_fmadd_ps(t[i * 6 + x], _mm256_broadcast_ss(bt + j * 6 + x), s);
+            _mm256_store_ps(v + (i * 6 + j) * xi_stride, s);
+        }
+    }
+}
+
+AVX2 void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at, const float *bias, int relu, float *out,
+                                 long row_stride, long pixel_stride) {
+    __m256 t[24];
+    for (int i = 0; i < 4; i++) {
+        for (int x = 0; x < 6; x++) {
+            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(at + i * 6), _mm256_load_ps(m + x * xi_stride));
+            for (int y = 1; y < 6; y++) {
+                s = _mm256_fmadd_ps(_mm256_broadcast_ss(at + i * 6 + y), _mm256_load_ps(m + (y * 6 + x) * xi_stride), s);
+            }
+            t[i * 6 + x] = s;
+        }
+    }
+    const __m256 b = _mm256_loadu_ps(bias), zero = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            __m256 s = _mm256_fmadd_ps(t[i * 6], _mm256_broadcast_ss(at + j * 6), b);
+            for (int x = 1; x < 6; x++) s = _mm256_fmadd_ps(t[i * 6 + x], _mm256_broadcast_ss(at + j * 6 + x), s);
+            if (relu) s = _mm256_max_ps(s, zero);
+            _mm256_storeu_ps(out + i * row_stride + j * pixel_stride, s);
+        }
+    }
+}
 #else
+void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
+                           long xi_stride, const float *next) {
+    (void)tile; (void)row_stride; (void)pixel_stride; (void)bt; (void)v; (void)xi_stride; (void)next;
+}
+void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at, const float *bias, int relu, float *out,
+                            long row_stride, long pixel_stride) {
+    (void)m; (void)xi_stride; (void)at; (void)bias; (void)relu; (void)out; (void)row_stride; (void)pixel_stride;
+}
 void cwino_sandwich_6x6(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
 void cwino_sandwich_4x6(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
 void cwino_sandwich_6x4(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }

@@ -1,3 +1,5 @@
+import CWinograd
+
 /// The parallel loops of `WinogradConvolution`: each transforms one chunk of tiles (or all the
 /// filters) with the per-tile kernels of WinogradTransforms.swift, spread over `parallelFor`.
 
@@ -82,8 +84,23 @@ extension WinogradConvolution {
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 3 * 36) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 36
+                let fast = winogradUsesAVX2 && g.inLayout.channelBlock % 8 == 0
+                let block = g.inLayout.channelBlock, plane = g.inHeight * g.inWidth
                 for local in range {
                     let (n, oy, ox) = g.tile(tiles.lowerBound + local)
+                    let y0 = oy - g.padH, x0 = ox - g.padW
+                    if fast && y0 >= 0 && x0 >= 0 && y0 + 6 <= g.inHeight && x0 + 6 <= g.inWidth {
+                        // A whole tile in a blocked layout: straight from memory, prefetching the
+                        // next tile of the row (if it is whole too).
+                        let hasNext = local + 1 < range.upperBound && x0 + 10 <= g.inWidth
+                        for c0 in stride(from: 0, to: g.inChannels, by: 8) {
+                            let base = g.inLayout.channelBase(n: n, c: c0, channels: g.inChannels, plane: plane).base
+                            let p = source + base + (y0 * g.inWidth + x0) * block
+                            cwino_input_tile_avx2(p, g.inWidth * block, block, coefficients.bt, v + local * rowStride + c0,
+                                                  matrixStride, hasNext ? p + 4 * block : nil)
+                        }
+                        continue
+                    }
                     for c0 in stride(from: 0, to: g.inChannels, by: 8) {
                         winogradGather(source, channels: g.inChannels, height: g.inHeight, width: g.inWidth,
                                        layout: g.inLayout, n: n, c0: c0, y0: oy - g.padH, x0: ox - g.padW,
@@ -127,8 +144,20 @@ extension WinogradConvolution {
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 24 + 16) { buf in
                 let d = buf.baseAddress!, t = d + 36, y = t + 24
+                let fast = winogradUsesAVX2 && g.outLayout.channelBlock % 8 == 0
+                let block = g.outLayout.channelBlock, plane = g.outHeight * g.outWidth
                 for local in range {
                     let (n, oy, ox) = g.tile(tiles.lowerBound + local)
+                    if fast && oy + 4 <= g.outHeight && ox + 4 <= g.outWidth {
+                        for c0 in stride(from: 0, to: g.outChannels, by: 8) {
+                            let base = g.outLayout.channelBase(n: n, c: c0, channels: g.outChannels, plane: plane).base
+                            let b: UnsafePointer<Float> = bias.map { $0 + c0 } ?? UnsafePointer(winogradZeros)
+                            let out = destination + base + (oy * g.outWidth + ox) * block
+                            cwino_output_tile_avx2(m + local * rowStride + c0, matrixStride, coefficients.at, b,
+                                                   relu ? 1 : 0, out, g.outWidth * block, block)
+                        }
+                        continue
+                    }
                     for c0 in stride(from: 0, to: g.outChannels, by: 8) {
                         let row = UnsafeRawPointer(m + local * rowStride + c0).assumingMemoryBound(to: F8.self)
                         let step = matrixStride / 8
@@ -147,3 +176,10 @@ extension WinogradConvolution {
         }
     }
 }
+
+/// Eight zeros: the bias of a pass without one.
+let winogradZeros: UnsafeMutablePointer<Float> = {
+    let p = UnsafeMutablePointer<Float>.allocate(capacity: 8)
+    p.initialize(repeating: 0, count: 8)
+    return p
+}()

@@ -22,6 +22,20 @@ void cwino_sandwich_6x4(const float *l, const float *in, float *out);
 void cwino_sandwich_6x3(const float *l, const float *in, float *out);
 void cwino_sandwich_3x6(const float *l, const float *in, float *out);
 
+/// The data transform of one whole 6×6 input tile of eight channels stored eight floats per
+/// pixel (a block of nChw{8k}c): `tile` points at the tile's top-left pixel, rows `row_stride`
+/// floats apart, pixels `pixel_stride` apart. Writes the 36 transformed vectors to
+/// v + ξ·xi_stride. `next`, when not NULL, is the top-left pixel of a tile soon to follow: its
+/// rows are prefetched (the 48 row streams of eight channel groups defeat the hardware prefetcher).
+void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
+                           long xi_stride, const float *next);
+
+/// The output transform of one whole 4×4 output tile: reads the 36 vectors m + ξ·xi_stride,
+/// adds `bias` (8 floats), clamps at zero when `relu`, writes eight floats per pixel at `out`
+/// (rows `row_stride`, pixels `pixel_stride` floats apart).
+void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at, const float *bias, int relu, float *out,
+                            long row_stride, long pixel_stride);
+
 #ifdef __cplusplus
 }
 #endif
