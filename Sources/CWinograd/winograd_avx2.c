@@ -47,8 +47,6 @@ static inline __attribute__((always_inline)) AVX2 void sandwich(int p, int q, co
 AVX2 void cwino_sandwich_6x6(const float *l, const float *in, float *out) { sandwich(6, 6, l, in, out); }
 AVX2 void cwino_sandwich_4x6(const float *l, const float *in, float *out) { sandwich(4, 6, l, in, out); }
 AVX2 void cwino_sandwich_6x4(const float *l, const float *in, float *out) { sandwich(6, 4, l, in, out); }
-AVX2 void cwino_sandwich_6x3(const float *l, const float *in, float *out) { sandwich(6, 3, l, in, out); }
-AVX2 void cwino_sandwich_3x6(const float *l, const float *in, float *out) { sandwich(3, 6, l, in, out); }
 
 AVX2 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
                                 long xi_stride, const float *next) {
@@ -113,6 +111,4 @@ void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at, con
 void cwino_sandwich_6x6(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
 void cwino_sandwich_4x6(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
 void cwino_sandwich_6x4(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
-void cwino_sandwich_6x3(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
-void cwino_sandwich_3x6(const float *l, const float *in, float *out) { (void)l; (void)in; (void)out; }
 #endif

@@ -118,25 +118,22 @@ public final class WinogradConvolution: ConvolutionKernel {
     public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                         output: UnsafeMutablePointer<Float>) throws {
         let s = shape
-        let u = filters.reserve(36 * s.inChannels * s.outChannels)
-        transformFilters(weight, into: u, outer: s.inChannels, inner: s.outChannels,
-                         outerStride: 9, innerStride: s.inChannels * 9, rotated: false)
+        let u = try transformFilters(weight, kron: coefficients.kron)
         let b = paddedBias.reserve(roundUp8(s.outChannels))
         b.update(repeating: 0, count: roundUp8(s.outChannels))
         if let bias { b.update(from: bias, count: s.outChannels) }
-        try run(forwardGeometry, chunk: tilesPerChunk, source: input, filters: u, bias: b, relu: fusedReLU,
-                destination: output)
+        // U_ξ is [Cout × Cin]: the pass multiplies by its transpose.
+        try run(forwardGeometry, chunk: tilesPerChunk, source: input, filters: u, filtersTransposed: true, bias: b,
+                relu: fusedReLU, destination: output)
     }
 
     public func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                              inputGrad: UnsafeMutablePointer<Float>) throws {
-        let s = shape
-        // Filters of the transposed convolution: (Cin, Cout) roles swapped, taps rotated by 180°.
-        let u = filters.reserve(36 * s.inChannels * s.outChannels)
-        transformFilters(weight, into: u, outer: s.outChannels, inner: s.inChannels,
-                         outerStride: s.inChannels * 9, innerStride: 9, rotated: true)
-        try run(backwardGeometry, chunk: tilesPerChunkBackwardData, source: outputGrad, filters: u, bias: nil,
-                relu: false, destination: inputGrad)
+        // Filters of the transposed convolution: taps rotated by 180° and (Cin, Cout) swapped —
+        // U_ξ [Cout × Cin] is already the pass's [in × out].
+        let u = try transformFilters(weight, kron: coefficients.kronRotated)
+        try run(backwardGeometry, chunk: tilesPerChunkBackwardData, source: outputGrad, filters: u,
+                filtersTransposed: false, bias: nil, relu: false, destination: inputGrad)
     }
 
     public func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
@@ -144,28 +141,42 @@ public final class WinogradConvolution: ConvolutionKernel {
         let g = forwardGeometry, s = shape
         let chunk = tilesPerChunk
         let ldV = roundUp8(g.inChannels), ldZ = roundUp8(g.outChannels)
+        let pairs = s.inChannels * s.outChannels
         let v = winogradData.reserve(36 * chunk * ldV)
         let z = winogradResult.reserve(36 * chunk * ldZ)
-        let du = filterGrad.reserve(36 * s.inChannels * s.outChannels)
+        let du = filterGrad.reserve(36 * pairs)
         var first = true
         for start in stride(from: 0, to: g.tiles, by: chunk) {
             let count = min(chunk, g.tiles - start)
             transformInputs(g, source: input, tiles: start..<start + count, into: v, rowStride: ldV, matrixStride: chunk * ldV)
             transformOutputGradients(g, source: outputGrad, tiles: start..<start + count, into: z, rowStride: ldZ,
                                      matrixStride: chunk * ldZ)
-            // dU_ξ (Cin × Cout) (+)= V_ξᵀ Z_ξ: the first chunk overwrites, so dU needs no clearing.
-            // Parts split the Cin rows of dU_ξ.
+            // dU_ξ (Cout × Cin) (+)= Z_ξᵀ V_ξ: the first chunk overwrites, so dU needs no clearing.
+            // Parts split the Cout rows of dU_ξ.
             let beta: Float = first ? 0 : 1
-            try gemms(rows: s.inChannels) { xi, r in
-                try gemm.sgemm(transA: true, transB: false, m: r.count, n: s.outChannels, k: count, alpha: 1,
-                               a: v + xi * chunk * ldV + r.lowerBound, lda: ldV, b: z + xi * chunk * ldZ, ldb: ldZ,
-                               beta: beta, c: du + xi * s.inChannels * s.outChannels + r.lowerBound * s.outChannels,
-                               ldc: s.outChannels)
+            try gemms(rows: s.outChannels) { xi, r in
+                try gemm.sgemm(transA: true, transB: false, m: r.count, n: s.inChannels, k: count, alpha: 1,
+                               a: z + xi * chunk * ldZ + r.lowerBound, lda: ldZ, b: v + xi * chunk * ldV, ldb: ldV,
+                               beta: beta, c: du + xi * pairs + r.lowerBound * s.inChannels, ldc: s.inChannels)
             }
             first = false
         }
-        addFilterGradient(du, into: weightGrad)
+        // weightGrad ((Cout·Cin) × 9) += dUᵀ ((Cout·Cin) × 36) · (G ⊗ G) (36 × 9): the adjoint of the
+        // filter transform for every filter at once.
+        try gemm.sgemm(transA: true, transB: false, m: pairs, n: 9, k: 36, alpha: 1, a: du, lda: pairs,
+                       b: coefficients.kron, ldb: 9, beta: 1, c: weightGrad, ldc: 9)
         if let biasGrad { addBiasGradient(outputGrad, into: biasGrad) }
+    }
+
+    /// U (36 × (Cout·Cin), i.e. 36 matrices [Cout × Cin]) = `kron` (36 × 9) · weightᵀ: the filter
+    /// transform of all filters as one GEMM (memory-bound; per-filter gathers of OIHW weights in
+    /// groups of eight took several times longer at 512 channels).
+    private func transformFilters(_ weight: UnsafePointer<Float>, kron: UnsafePointer<Float>) throws -> UnsafeMutablePointer<Float> {
+        let pairs = shape.inChannels * shape.outChannels
+        let u = filters.reserve(36 * pairs)
+        try gemm.sgemm(transA: false, transB: true, m: 36, n: pairs, k: 9, alpha: 1, a: kron, lda: 9, b: weight, ldb: 9,
+                       beta: 0, c: u, ldc: pairs)
+        return u
     }
 
     // MARK: - Passes
@@ -209,9 +220,11 @@ public final class WinogradConvolution: ConvolutionKernel {
     }
 
     /// The forward machinery: `destination` = Winograd convolution of `source` with the
-    /// transformed `filters` (36 × [inChannels × outChannels]) + `bias` (padded), ReLU optional.
+    /// transformed `filters` (36 × [inChannels × outChannels], or [outChannels × inChannels] when
+    /// `filtersTransposed`) + `bias` (padded), ReLU optional.
     private func run(_ g: WinogradGeometry, chunk: Int, source: UnsafePointer<Float>, filters u: UnsafePointer<Float>,
-                     bias: UnsafePointer<Float>?, relu: Bool, destination: UnsafeMutablePointer<Float>) throws {
+                     filtersTransposed: Bool, bias: UnsafePointer<Float>?, relu: Bool,
+                     destination: UnsafeMutablePointer<Float>) throws {
         let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
         let v = winogradData.reserve(36 * chunk * ldV)
         let m = winogradResult.reserve(36 * chunk * ldM)
@@ -220,9 +233,10 @@ public final class WinogradConvolution: ConvolutionKernel {
             transformInputs(g, source: source, tiles: start..<start + count, into: v, rowStride: ldV, matrixStride: chunk * ldV)
             // Parts split the tiles (rows of V_ξ and M_ξ).
             try gemms(rows: count) { xi, r in
-                try gemm.sgemm(transA: false, transB: false, m: r.count, n: g.outChannels, k: g.inChannels, alpha: 1,
-                               a: v + xi * chunk * ldV + r.lowerBound * ldV, lda: ldV,
-                               b: u + xi * g.inChannels * g.outChannels, ldb: g.outChannels, beta: 0,
+                try gemm.sgemm(transA: false, transB: filtersTransposed, m: r.count, n: g.outChannels, k: g.inChannels,
+                               alpha: 1, a: v + xi * chunk * ldV + r.lowerBound * ldV, lda: ldV,
+                               b: u + xi * g.inChannels * g.outChannels,
+                               ldb: filtersTransposed ? g.inChannels : g.outChannels, beta: 0,
                                c: m + xi * chunk * ldM + r.lowerBound * ldM, ldc: ldM)
             }
             transformOutputs(g, source: m, tiles: start..<start + count, rowStride: ldM, matrixStride: chunk * ldM,

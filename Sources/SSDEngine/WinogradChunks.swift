@@ -4,61 +4,6 @@ import CWinograd
 /// filters) with the per-tile kernels of WinogradTransforms.swift, spread over `parallelFor`.
 
 extension WinogradConvolution {
-    /// U_ξ[o][i] = (G g Gᵀ)_ξ for the filter g at `weight[o·outerStride + i·innerStride + tap]`
-    /// (taps reversed when `rotated`): 36 row-major matrices [outer × inner].
-    func transformFilters(_ weight: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>, outer: Int, inner: Int,
-                          outerStride: Int, innerStride: Int, rotated: Bool) {
-        WinogradThreads.run(outer, minimumPerThread: 4) { range in
-            withUnsafeTemporaryAllocation(of: F8.self, capacity: 9 + 18 + 36) { buf in
-                let g = buf.baseAddress!, t = g + 9, r = t + 18
-                for o in range {
-                    for i0 in stride(from: 0, to: inner, by: 8) {
-                        let lanes = min(8, inner - i0)
-                        if lanes < 8 { g.update(repeating: F8(), count: 9) }
-                        for lane in 0..<lanes {
-                            let p = weight + o * outerStride + (i0 + lane) * innerStride
-                            for k in 0..<9 { g[k][lane] = p[rotated ? 8 - k : k] }
-                        }
-                        winogradFilterTransform(g, coefficients, t, r)
-                        let row = u + o * inner + i0
-                        if lanes == 8 {
-                            for xi in 0..<36 { UnsafeMutableRawPointer(row + xi * outer * inner).storeBytes(of: r[xi], as: F8.self) }
-                        } else {
-                            for xi in 0..<36 { for lane in 0..<lanes { row[xi * outer * inner + lane] = r[xi][lane] } }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// weightGrad[co][ci] += Gᵀ dU[ci][co] G for dU the 36 matrices [Cin × Cout].
-    func addFilterGradient(_ du: UnsafePointer<Float>, into weightGrad: UnsafeMutablePointer<Float>) {
-        let cin = shape.inChannels, cout = shape.outChannels
-        WinogradThreads.run(cin, minimumPerThread: 4) { range in
-            withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 18 + 9) { buf in
-                let d = buf.baseAddress!, t = d + 36, r = t + 18
-                for ci in range {
-                    for co0 in stride(from: 0, to: cout, by: 8) {
-                        let lanes = min(8, cout - co0)
-                        let row = du + ci * cout + co0
-                        if lanes == 8 {
-                            for xi in 0..<36 { d[xi] = UnsafeRawPointer(row + xi * cin * cout).loadUnaligned(as: F8.self) }
-                        } else {
-                            d.update(repeating: F8(), count: 36)
-                            for xi in 0..<36 { for lane in 0..<lanes { d[xi][lane] = row[xi * cin * cout + lane] } }
-                        }
-                        winogradFilterAdjoint(d, coefficients, t, r)
-                        for lane in 0..<lanes {
-                            let p = weightGrad + ((co0 + lane) * cin + ci) * 9
-                            for k in 0..<9 { p[k] += r[k][lane] }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// biasGrad[c] += Σ over batch and pixels of the output gradient of channel c.
     func addBiasGradient(_ dy: UnsafePointer<Float>, into biasGrad: UnsafeMutablePointer<Float>) {
         let g = forwardGeometry

@@ -128,19 +128,35 @@ func winogradScatter(_ v: UnsafePointer<F8>, into dst: UnsafeMutablePointer<Floa
 
 /// The Float transform matrices, kept in one allocation for the kernels' inner loops.
 struct WinogradCoefficients {
-    /// Bᵀ 6×6, Aᵀ 4×6, G 6×3, A 6×4, Gᵀ 3×6 (row-major each; the transposes feed the
-    /// adjoints of the AVX2 kernels, which all compute L · X · Lᵀ).
+    /// Bᵀ 6×6, Aᵀ 4×6, G 6×3, A 6×4, Gᵀ 3×6 (row-major each; A feeds the adjoint of the AVX2
+    /// kernels, which all compute L · X · Lᵀ), then the two Kronecker products below.
     let storage: UnsafeMutablePointer<Float>
     var bt: UnsafePointer<Float> { UnsafePointer(storage) }
     var at: UnsafePointer<Float> { UnsafePointer(storage + 36) }
     var g: UnsafePointer<Float> { UnsafePointer(storage + 60) }
     var a: UnsafePointer<Float> { UnsafePointer(storage + 78) }
     var gt: UnsafePointer<Float> { UnsafePointer(storage + 102) }
+    /// G ⊗ G, 36×9: U_ξ = Σ_tap K[ξ][tap] g[tap], the filter transform as one small matrix, so
+    /// that all the filters transform in one GEMM.
+    var kron: UnsafePointer<Float> { UnsafePointer(storage + 120) }
+    /// G ⊗ G with its taps reversed (columns tap → 8 − tap): the transform of filters rotated by 180°.
+    var kronRotated: UnsafePointer<Float> { UnsafePointer(storage + 120 + 324) }
     let matrices: WinogradMatrices
 
     init(_ m: WinogradMatrices) {
         matrices = m
-        storage = .allocate(capacity: 120)
+        storage = .allocate(capacity: 120 + 2 * 324)
+        for a in 0..<6 {
+            for b in 0..<6 {
+                for k in 0..<3 {
+                    for l in 0..<3 {
+                        let value = Float(m.g[a * 3 + k] * m.g[b * 3 + l])  // product in Double, one rounding
+                        storage[120 + (a * 6 + b) * 9 + k * 3 + l] = value
+                        storage[120 + 324 + (a * 6 + b) * 9 + 8 - (k * 3 + l)] = value
+                    }
+                }
+            }
+        }
         for i in 0..<36 { storage[i] = Float(m.bt[i]) }
         for i in 0..<24 { storage[36 + i] = Float(m.at[i]) }
         for i in 0..<18 { storage[60 + i] = Float(m.g[i]) }
@@ -214,50 +230,6 @@ func winogradOutputAdjoint(_ dy: UnsafePointer<F8>, _ c: WinogradCoefficients, _
             var s = F8()
             for j in 0..<4 { s += t[a * 4 + j] * at[j * 6 + b] }
             z[a * 6 + b] = s
-        }
-    }
-}
-
-/// u = G g Gᵀ for 3×3 filters `g` (row-major `F8`s: eight filters at once) (`t`: 18 scratch).
-@inline(__always)
-func winogradFilterTransform(_ g: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
-                             _ u: UnsafeMutablePointer<F8>) {
-    if winogradUsesAVX2 { return cwino_sandwich_6x3(c.g, floats(g), floats(u)) }
-    let gm = c.g
-    for a in 0..<6 {
-        for l in 0..<3 {
-            var s = F8()
-            for k in 0..<3 { s += gm[a * 3 + k] * g[k * 3 + l] }
-            t[a * 3 + l] = s
-        }
-    }
-    for a in 0..<6 {
-        for b in 0..<6 {
-            var s = F8()
-            for l in 0..<3 { s += t[a * 3 + l] * gm[b * 3 + l] }
-            u[a * 6 + b] = s
-        }
-    }
-}
-
-/// dg = Gᵀ du G: the adjoint of the filter transform, 6×6 to 3×3 (`t`: 18 scratch).
-@inline(__always)
-func winogradFilterAdjoint(_ du: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
-                           _ dg: UnsafeMutablePointer<F8>) {
-    if winogradUsesAVX2 { return cwino_sandwich_3x6(c.gt, floats(du), floats(dg)) }
-    let gm = c.g
-    for k in 0..<3 {
-        for b in 0..<6 {
-            var s = F8()
-            for a in 0..<6 { s += gm[a * 3 + k] * du[a * 6 + b] }
-            t[k * 6 + b] = s
-        }
-    }
-    for k in 0..<3 {
-        for l in 0..<3 {
-            var s = F8()
-            for b in 0..<6 { s += t[k * 6 + b] * gm[b * 3 + l] }
-            dg[k * 3 + l] = s
         }
     }
 }

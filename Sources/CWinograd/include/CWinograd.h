@@ -6,8 +6,7 @@
 /// Every tile is an array of 8-float vectors (eight channels, one lane each), row-major. Each
 /// function computes out = L · in · Lᵀ for a small row-major coefficient matrix L (p × q), `in`
 /// q×q vectors and `out` p×p vectors: the data transform (L = Bᵀ, 6×6), the output transform
-/// (L = Aᵀ, 4×6), its adjoint (L = A, 6×4), the filter transform (L = G, 6×3) and its adjoint
-/// (L = Gᵀ, 3×6). Call them only when cwino_has_avx2_fma() returns 1.
+/// (L = Aᵀ, 4×6) and its adjoint (L = A, 6×4). Call them only when cwino_has_avx2_fma() returns 1.
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,8 +18,6 @@ int cwino_has_avx2_fma(void);
 void cwino_sandwich_6x6(const float *l, const float *in, float *out);
 void cwino_sandwich_4x6(const float *l, const float *in, float *out);
 void cwino_sandwich_6x4(const float *l, const float *in, float *out);
-void cwino_sandwich_6x3(const float *l, const float *in, float *out);
-void cwino_sandwich_3x6(const float *l, const float *in, float *out);
 
 /// The data transform of one whole 6×6 input tile of eight channels stored eight floats per
 /// pixel (a block of nChw{8k}c): `tile` points at the tile's top-left pixel, rows `row_stride`
