@@ -22,16 +22,16 @@ int cwino_has_avx2_fma(void) {
 
 // out (p×p) = L (p×q) · in (q×q) · Lᵀ, with p and q compile-time constants after inlining, so
 // the loops unroll and the coefficients are broadcast once per use. The first product keeps
-// its q·p intermediate vectors in a local array (registers or L1).
+// its p·q intermediate vectors in a local array (registers or L1) and loads each input once.
 static inline __attribute__((always_inline)) AVX2 void sandwich(int p, int q, const float *l, const float *in,
                                                               float *out) {
     __m256 t[6 * 6];
-    for (int i = 0; i < p; i++) {
-        for (int x = 0; x < q; x++) {
-            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(l + i * q), _mm256_loadu_ps(in + x * 8));
-            for (int y = 1; y < q; y++) {
-                s = _mm256_fmadd_ps(_mm256_broadcast_ss(l + i * q + y), _mm256_loadu_ps(in + (y * q + x) * 8), s);
-            }
+    for (int x = 0; x < q; x++) {
+        __m256 d[6];
+        for (int y = 0; y < q; y++) d[y] = _mm256_loadu_ps(in + (y * q + x) * 8);
+        for (int i = 0; i < p; i++) {
+            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(l + i * q), d[0]);
+            for (int y = 1; y < q; y++) s = _mm256_fmadd_ps(_mm256_broadcast_ss(l + i * q + y), d[y], s);
             t[i * q + x] = s;
         }
     }
@@ -53,18 +53,18 @@ AVX2 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_s
     if (next) {
         // The next tile overlaps this one by two pixels: fetch its four new pixels of each row.
         for (int r = 0; r < 6; r++) {
-            __builtin_prefetch(next + r * row_stride + 2 * pixel_stride);
-            __builtin_prefetch(next + r * row_stride + 5 * pixel_stride);
+            __builtin_prefetch(next + r * row_stride + 6 * pixel_stride);
+            __builtin_prefetch(next + r * row_stride + 9 * pixel_stride);
         }
     }
+    // Column by column: each input vector is loaded once (six loads, six results in registers).
     __m256 t[36];
-    for (int i = 0; i < 6; i++) {
-        for (int x = 0; x < 6; x++) {
-            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(bt + i * 6), _mm256_loadu_ps(tile + x * pixel_stride));
-            for (int y = 1; y < 6; y++) {
-                s = _mm256_fmadd_ps(_mm256_broadcast_ss(bt + i * 6 + y),
-                                    _mm256_loadu_ps(tile + y * row_stride + x * pixel_stride), s);
-            }
+    for (int x = 0; x < 6; x++) {
+        __m256 d[6];
+        for (int y = 0; y < 6; y++) d[y] = _mm256_loadu_ps(tile + y * row_stride + x * pixel_stride);
+        for (int i = 0; i < 6; i++) {
+            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(bt + i * 6), d[0]);
+            for (int y = 1; y < 6; y++) s = _mm256_fmadd_ps(_mm256_broadcast_ss(bt + i * 6 + y), d[y], s);
             t[i * 6 + x] = s;
         }
     }
@@ -79,13 +79,14 @@ AVX2 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_s
 
 AVX2 void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at, const float *bias, int relu, float *out,
                                  long row_stride, long pixel_stride) {
+    // Column by column: each of the 36 vectors is loaded once.
     __m256 t[24];
-    for (int i = 0; i < 4; i++) {
-        for (int x = 0; x < 6; x++) {
-            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(at + i * 6), _mm256_load_ps(m + x * xi_stride));
-            for (int y = 1; y < 6; y++) {
-                s = _mm256_fmadd_ps(_mm256_broadcast_ss(at + i * 6 + y), _mm256_load_ps(m + (y * 6 + x) * xi_stride), s);
-            }
+    for (int x = 0; x < 6; x++) {
+        __m256 d[6];
+        for (int y = 0; y < 6; y++) d[y] = _mm256_load_ps(m + (y * 6 + x) * xi_stride);
+        for (int i = 0; i < 4; i++) {
+            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(at + i * 6), d[0]);
+            for (int y = 1; y < 6; y++) s = _mm256_fmadd_ps(_mm256_broadcast_ss(at + i * 6 + y), d[y], s);
             t[i * 6 + x] = s;
         }
     }

@@ -37,7 +37,7 @@ extension WinogradConvolution {
                     if fast && y0 >= 0 && x0 >= 0 && y0 + 6 <= g.inHeight && x0 + 6 <= g.inWidth {
                         // A whole tile in a blocked layout: straight from memory, prefetching the
                         // next tile of the row (if it is whole too).
-                        let hasNext = local + 1 < range.upperBound && x0 + 10 <= g.inWidth
+                        let hasNext = local + 1 < range.upperBound && x0 + 14 <= g.inWidth
                         for c0 in stride(from: 0, to: g.inChannels, by: 8) {
                             let base = g.inLayout.channelBase(n: n, c: c0, channels: g.inChannels, plane: plane).base
                             let p = source + base + (y0 * g.inWidth + x0) * block
