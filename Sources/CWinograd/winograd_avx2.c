@@ -51,7 +51,9 @@ AVX2 void cwino_sandwich_6x4(const float *l, const float *in, float *out) { sand
 AVX2 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
                                 long xi_stride, const float *next) {
     if (next) {
-        // The next tile overlaps this one by two pixels: fetch its four new pixels of each row.
+        // `next` overlaps this tile by two pixels; the tile after it starts four pixels further:
+        // fetch the four new pixels of each of its rows (two tiles ahead: the next tile of this
+        // channel group comes only after every other group of this tile).
         for (int r = 0; r < 6; r++) {
             __builtin_prefetch(next + r * row_stride + 6 * pixel_stride);
             __builtin_prefetch(next + r * row_stride + 9 * pixel_stride);
@@ -100,7 +102,31 @@ AVX2 void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at
         }
     }
 }
+AVX2 void cwino_output_grad_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *a, float *z,
+                                      long xi_stride) {
+    __m256 t[24];
+    for (int x = 0; x < 4; x++) {
+        __m256 d[4];
+        for (int y = 0; y < 4; y++) d[y] = _mm256_loadu_ps(tile + y * row_stride + x * pixel_stride);
+        for (int i = 0; i < 6; i++) {
+            __m256 s = _mm256_mul_ps(_mm256_broadcast_ss(a + i * 4), d[0]);
+            for (int y = 1; y < 4; y++) s = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i * 4 + y), d[y], s);
+            t[i * 4 + x] = s;
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        for (int j = 0; j < 6; j++) {
+            __m256 s = _mm256_mul_ps(t[i * 4], _mm256_broadcast_ss(a + j * 4));
+            for (int x = 1; x < 4; x++) s = _mm256_fmadd_ps(t[i * 4 + x], _mm256_broadcast_ss(a + j * 4 + x), s);
+            _mm256_store_ps(z + (i * 6 + j) * xi_stride, s);
+        }
+    }
+}
 #else
+void cwino_output_grad_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *a, float *z,
+                                 long xi_stride) {
+    (void)tile; (void)row_stride; (void)pixel_stride; (void)a; (void)z; (void)xi_stride;
+}
 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
                            long xi_stride, const float *next) {
     (void)tile; (void)row_stride; (void)pixel_stride; (void)bt; (void)v; (void)xi_stride; (void)next;

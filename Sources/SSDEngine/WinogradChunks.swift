@@ -8,6 +8,23 @@ extension WinogradConvolution {
     func addBiasGradient(_ dy: UnsafePointer<Float>, into biasGrad: UnsafeMutablePointer<Float>) {
         let g = forwardGeometry
         let plane = g.outHeight * g.outWidth
+        let block = g.outLayout.channelBlock
+        if block % 8 == 0 {
+            // Eight channels per pixel: sum whole vectors, one pass over each block's plane.
+            WinogradThreads.run(g.outChannels / 8, minimumPerThread: 2) { range in
+                for group in range {
+                    var sum = SIMD8<Double>()
+                    for n in 0..<g.batch {
+                        let base = g.outLayout.channelBase(n: n, c: group * 8, channels: g.outChannels, plane: plane).base
+                        var s = F8()
+                        for i in 0..<plane { s += UnsafeRawPointer(dy + base + i * block).loadUnaligned(as: F8.self) }
+                        for lane in 0..<8 { sum[lane] += Double(s[lane]) }
+                    }
+                    for lane in 0..<8 { biasGrad[group * 8 + lane] += Float(sum[lane]) }
+                }
+            }
+            return
+        }
         WinogradThreads.run(g.outChannels, minimumPerThread: 8) { range in
             for c in range {
                 var sum: Double = 0
@@ -67,8 +84,18 @@ extension WinogradConvolution {
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 16 + 24 + 36) { buf in
                 let d = buf.baseAddress!, t = d + 16, r = t + 24
+                let fast = winogradUsesAVX2 && g.outLayout.channelBlock % 8 == 0
+                let block = g.outLayout.channelBlock, plane = g.outHeight * g.outWidth
                 for local in range {
                     let (n, oy, ox) = g.tile(tiles.lowerBound + local)
+                    if fast && oy + 4 <= g.outHeight && ox + 4 <= g.outWidth {
+                        for c0 in stride(from: 0, to: g.outChannels, by: 8) {
+                            let base = g.outLayout.channelBase(n: n, c: c0, channels: g.outChannels, plane: plane).base
+                            cwino_output_grad_tile_avx2(source + base + (oy * g.outWidth + ox) * block, g.outWidth * block,
+                                                        block, coefficients.a, z + local * rowStride + c0, matrixStride)
+                        }
+                        continue
+                    }
                     for c0 in stride(from: 0, to: g.outChannels, by: 8) {
                         winogradGather(source, channels: g.outChannels, height: g.outHeight, width: g.outWidth,
                                        layout: g.outLayout, n: n, c0: c0, y0: oy, x0: ox, rows: 4, cols: 4, into: d)

@@ -23,7 +23,8 @@ void cwino_sandwich_6x4(const float *l, const float *in, float *out);
 /// pixel (a block of nChw{8k}c): `tile` points at the tile's top-left pixel, rows `row_stride`
 /// floats apart, pixels `pixel_stride` apart. Writes the 36 transformed vectors to
 /// v + ξ·xi_stride. `next`, when not NULL, is the top-left pixel of a tile soon to follow: its
-/// rows are prefetched (the 48 row streams of eight channel groups defeat the hardware prefetcher).
+/// rows and those of the tile after it are prefetched (the many row streams of the channel groups
+/// defeat the hardware prefetcher).
 void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *bt, float *v,
                            long xi_stride, const float *next);
 
@@ -32,6 +33,12 @@ void cwino_input_tile_avx2(const float *tile, long row_stride, long pixel_stride
 /// (rows `row_stride`, pixels `pixel_stride` floats apart).
 void cwino_output_tile_avx2(const float *m, long xi_stride, const float *at, const float *bias, int relu, float *out,
                             long row_stride, long pixel_stride);
+
+/// The adjoint of the output transform, z = A dy Aᵀ, for one whole 4×4 tile of an output
+/// gradient stored eight floats per pixel (`tile`, `row_stride`, `pixel_stride` as above; `a` is
+/// A, 6×4): writes the 36 vectors z + ξ·xi_stride (32-byte aligned).
+void cwino_output_grad_tile_avx2(const float *tile, long row_stride, long pixel_stride, const float *a, float *z,
+                                 long xi_stride);
 
 #ifdef __cplusplus
 }
