@@ -66,12 +66,13 @@ public final class WinogradConvolution: ConvolutionKernel {
     ///
     /// `points` (five distinct finite interpolation points; ∞ is always the sixth) and
     /// `scaling` select the transform matrices (defaults: the most accurate measured);
-    /// `chunkBytes` sizes the tile chunks. Throws `EngineError.invalidArgument` for a shape
+    /// `chunkBytes` sizes the tile chunks; `portable` keeps to the Swift transforms even where
+    /// the CPU has AVX2 + FMA (for tests of that path). Throws `EngineError.invalidArgument` for a shape
     /// Winograd F(4,3) does not apply to, an invalid shape, or a layout whose block does not
     /// divide the channel count.
     public init(_ shape: ConvolutionShape, input: ActivationLayout, output: ActivationLayout, fusedReLU: Bool,
                 gemm: Backend, points: [Double]? = nil, scaling: WinogradScaling? = nil,
-                chunkBytes: Int = WinogradConvolution.defaultChunkBytes) throws {
+                chunkBytes: Int = WinogradConvolution.defaultChunkBytes, portable: Bool = false) throws {
         try shape.validate()
         guard shape.winogradEligible else {
             throw EngineError.invalidArgument("Winograd F(4,3) needs a 3×3 kernel, stride 1 and dilation 1: \(shape)")
@@ -91,8 +92,9 @@ public final class WinogradConvolution: ConvolutionKernel {
         outputLayout = output
         self.fusedReLU = fusedReLU
         self.gemm = gemm
-        coefficients = WinogradCoefficients(matrices)
-        implementation = "winograd F(4,3) (ours, \(matrices))"
+        coefficients = WinogradCoefficients(matrices, portable: portable)
+        implementation = "winograd F(4,3) (ours, \(matrices), transforms \(coefficients.avx2 ? "avx2" : "portable")"
+            + " on \(WinogradThreads.runtime))"
         let s = shape
         forwardGeometry = WinogradGeometry(
             batch: s.batch, inChannels: s.inChannels, inHeight: s.inHeight, inWidth: s.inWidth, inLayout: input,

@@ -46,7 +46,7 @@ extension WinogradConvolution {
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 3 * 36) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 36
-                let fast = winogradUsesAVX2 && g.inLayout.channelBlock % 8 == 0
+                let fast = coefficients.avx2 && g.inLayout.channelBlock % 8 == 0
                 let block = g.inLayout.channelBlock, plane = g.inHeight * g.inWidth
                 for local in range {
                     let (n, oy, ox) = g.tile(tiles.lowerBound + local)
@@ -84,7 +84,7 @@ extension WinogradConvolution {
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 16 + 24 + 36) { buf in
                 let d = buf.baseAddress!, t = d + 16, r = t + 24
-                let fast = winogradUsesAVX2 && g.outLayout.channelBlock % 8 == 0
+                let fast = coefficients.avx2 && g.outLayout.channelBlock % 8 == 0
                 let block = g.outLayout.channelBlock, plane = g.outHeight * g.outWidth
                 for local in range {
                     let (n, oy, ox) = g.tile(tiles.lowerBound + local)
@@ -116,7 +116,7 @@ extension WinogradConvolution {
         WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 24 + 16) { buf in
                 let d = buf.baseAddress!, t = d + 36, y = t + 24
-                let fast = winogradUsesAVX2 && g.outLayout.channelBlock % 8 == 0
+                let fast = coefficients.avx2 && g.outLayout.channelBlock % 8 == 0
                 let block = g.outLayout.channelBlock, plane = g.outHeight * g.outWidth
                 for local in range {
                     let (n, oy, ox) = g.tile(tiles.lowerBound + local)

@@ -142,9 +142,13 @@ struct WinogradCoefficients {
     /// G ⊗ G with its taps reversed (columns tap → 8 − tap): the transform of filters rotated by 180°.
     var kronRotated: UnsafePointer<Float> { UnsafePointer(storage + 120 + 324) }
     let matrices: WinogradMatrices
+    /// Whether the AVX2 kernels run (the CPU has them and the kernel was not asked for the
+    /// portable path).
+    let avx2: Bool
 
-    init(_ m: WinogradMatrices) {
+    init(_ m: WinogradMatrices, portable: Bool) {
         matrices = m
+        avx2 = winogradUsesAVX2 && !portable
         storage = .allocate(capacity: 120 + 2 * 324)
         for a in 0..<6 {
             for b in 0..<6 {
@@ -171,7 +175,7 @@ struct WinogradCoefficients {
 @inline(__always)
 func winogradInputTransform(_ d: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                             _ v: UnsafeMutablePointer<F8>) {
-    if winogradUsesAVX2 { return cwino_sandwich_6x6(c.bt, floats(d), floats(v)) }
+    if c.avx2 { return cwino_sandwich_6x6(c.bt, floats(d), floats(v)) }
     let bt = c.bt
     for i in 0..<6 {
         for x in 0..<6 {
@@ -193,7 +197,7 @@ func winogradInputTransform(_ d: UnsafePointer<F8>, _ c: WinogradCoefficients, _
 @inline(__always)
 func winogradOutputTransform(_ m: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                              _ y: UnsafeMutablePointer<F8>) {
-    if winogradUsesAVX2 { return cwino_sandwich_4x6(c.at, floats(m), floats(y)) }
+    if c.avx2 { return cwino_sandwich_4x6(c.at, floats(m), floats(y)) }
     let at = c.at
     for i in 0..<4 {
         for x in 0..<6 {
@@ -216,7 +220,7 @@ func winogradOutputTransform(_ m: UnsafePointer<F8>, _ c: WinogradCoefficients, 
 @inline(__always)
 func winogradOutputAdjoint(_ dy: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                            _ z: UnsafeMutablePointer<F8>) {
-    if winogradUsesAVX2 { return cwino_sandwich_6x4(c.a, floats(dy), floats(z)) }
+    if c.avx2 { return cwino_sandwich_6x4(c.a, floats(dy), floats(z)) }
     let at = c.at
     for a in 0..<6 {
         for j in 0..<4 {

@@ -16,11 +16,11 @@ final class WinogradTests: XCTestCase {
     /// layouts) and returns the relative errors max|ours − naive| / max|naive|.
     func measure(_ s: ConvolutionShape, input: ActivationLayout = .nchw, output: ActivationLayout = .nchw,
                  relu: Bool = false, withBias: Bool = true, points: [Double]? = nil, scaling: WinogradScaling? = nil,
-                 passes: Set<String> = ["forward", "data", "weights"], seed: UInt64 = 1) throws -> Errors {
+                 passes: Set<String> = ["forward", "data", "weights"], seed: UInt64 = 1, portable: Bool = false) throws -> Errors {
         let x = randomTensor(s.inputShape, seed: seed), w = randomTensor(s.weightShape, seed: seed + 1, std: 0.3)
         let b = randomTensor([s.outChannels], seed: seed + 2), dy = randomTensor(s.outputShape, seed: seed + 3)
         let ours = try WinogradConvolution(s, input: input, output: output, fusedReLU: relu, gemm: dnnl, points: points,
-                                           scaling: scaling)
+                                           scaling: scaling, portable: portable)
         let twin = try naive.convolution(s, algorithm: .direct, input: input, output: output, fusedReLU: relu)
         let zeroBias = Tensor(shape: [s.outChannels])  // the twin's stand-in for "no bias"
         var e = Errors()
@@ -74,9 +74,10 @@ final class WinogradTests: XCTestCase {
             }
             if s.inChannels % 8 == 0 && s.outChannels % 16 == 0 { layouts.append((.blocked(8), .blocked(16))) }
             for (input, output) in layouts {
-                for (relu, bias) in [(false, true), (true, true), (false, false)] {
-                    let e = try measure(s, input: input, output: output, relu: relu, withBias: bias)
-                    let what = "\(s) \(input)→\(output) relu \(relu) bias \(bias)"
+                // Both the AVX2 transforms (where the CPU has them) and the portable Swift ones.
+                for (relu, bias, portable) in [(false, true, false), (true, true, false), (false, false, false), (true, true, true)] {
+                    let e = try measure(s, input: input, output: output, relu: relu, withBias: bias, portable: portable)
+                    let what = "\(s) \(input)→\(output) relu \(relu) bias \(bias) portable \(portable)"
                     XCTAssertLessThan(e.forward, 1e-5, "forward \(what)")
                     XCTAssertLessThan(e.data, 1e-5, "backward data \(what)")
                     XCTAssertLessThan(e.weights, 1e-5, "backward weights \(what)")
