@@ -22,7 +22,9 @@ let package = Package(
                        providers: [.apt(["libfreetype-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
-        .target(name: "SSDEngine", dependencies: ["CDNNL"], swiftSettings: fast),
+        .target(name: "SSDEngine", dependencies: ["CDNNL", "CWinograd"], swiftSettings: fast),
+        // AVX2 + FMA Winograd tile transforms, chosen at run time (portable Swift ones elsewhere).
+        .target(name: "CWinograd", path: "Sources/CWinograd"),
         // Layers with forward/backward, parameters, SGD, safetensors.
         .target(name: "SSDLayers", dependencies: ["SSDEngine"], swiftSettings: fast),
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
