@@ -53,9 +53,30 @@ public final class DNNLBackend: Backend {
                             output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
         try checkLayout(input, channels: shape.inChannels)
         try checkLayout(output, channels: shape.outChannels)
+        // oneDNN 2.6 has Winograd only for AVX-512; elsewhere ours (its GEMMs through oneDNN's sgemm).
+        if algorithm != .direct && shape.winogradEligible && !DNNLBackend.oneDNNHasWinograd {
+            return try WinogradConvolution(shape, input: input, output: output, fusedReLU: fusedReLU, gemm: self)
+        }
         return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU,
                                    inference: inference, arena: arena)
     }
+
+    /// Whether oneDNN has a Winograd convolution on this host (asked once, for a typical 3×3
+    /// convolution on the host's activation layout).
+    public static let oneDNNHasWinograd: Bool = {
+        let shape = ConvolutionShape(batch: 1, inChannels: 64, outChannels: 64, inHeight: 38, inWidth: 38,
+                                     kernelSize: (3, 3), padding: (1, 1))
+        guard var d = try? DNNLConvolutionDescs(shape, input: .nchw, output: .nchw) else { return false }
+        var op = dnnl_convolution_desc_t()
+        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_winograd, &d.anySrc,
+                                                         &d.anyWeights, &d.bias, &d.anyDst, d.strides, d.dilates, d.padL,
+                                                         d.padR) == dnnl_success
+        else { return false }
+        var pd: dnnl_primitive_desc_t?
+        guard dnnl_primitive_desc_create(&pd, &op, nil, DNNLContext.shared.engine, nil) == dnnl_success, let pd else { return false }
+        dnnl_primitive_desc_destroy(pd)
+        return true
+    }()
 
     public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws -> PoolingKernel {
         try checkLayout(layout, channels: shape.channels)

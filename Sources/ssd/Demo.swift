@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SSDData
 import SSDDetection
+import SSDEngine
 import SSDEvaluation
 import SSDGraphics
 import SSDLayers
@@ -37,6 +38,7 @@ struct Demo: ParsableCommand {
     func run() throws {
         engine.apply()
         let start = Date()
+        printError("cpu: \(HostCPU.summary)")
         let out = URL(fileURLWithPath: output)
         try makeFolder(output)
 
@@ -73,13 +75,14 @@ struct Demo: ParsableCommand {
         try? FileManager.default.removeItem(at: log)
         printError("training \(model.configuration) for \(iterations) iterations of \(batchSize) images …")
         let bar = ProgressBar(total: iterations, label: "train")
+        let trainStart = Date()
         do {
             try trainer.run(checkpoint: checkpoint, log: log) { p in
                 bar.update(p.iteration, detail: String(format: "loss %.3f %.1f img/s", p.loss, p.imagesPerSecond))
             }
         } catch let error as TrainingError { throw UserError(error.description) }
         bar.finish()
-        let trainSeconds = Date().timeIntervalSince(start)
+        let trainSeconds = Date().timeIntervalSince(trainStart)
         try Plots.lossCurve(log: log, to: run.appendingPathComponent("loss.png"))
         // The weights alone (no optimizer state), with the class names, for `ssd detect`.
         let weights = run.appendingPathComponent("model.safetensors")
@@ -103,8 +106,10 @@ struct Demo: ParsableCommand {
             try saveAnnotated(photo, names: names, annotator: annotator, folder: detections)
         }
         print(String(format: "\nmAP (voc07) on %d held-out images: %.3f", result.images, result.scores.meanAveragePrecision))
-        print(String(format: "training %.0f s, everything %.0f s; per test image: forward %.1f ms, detection post-processing %.2f ms",
-                     trainSeconds, Date().timeIntervalSince(start), result.forwardMillisecondsPerImage,
+        print(String(format: "training %.0f s (%.1f img/s on %@, oneDNN dispatching %@), everything %.0f s; "
+                     + "per test image: forward %.1f ms, detection post-processing %.2f ms",
+                     trainSeconds, Double(iterations * batchSize) / trainSeconds, HostCPU.tier.description,
+                     HostCPU.dispatchTier.description, Date().timeIntervalSince(start), result.forwardMillisecondsPerImage,
                      result.postProcessingMillisecondsPerImage))
         print("checkpoint: \(checkpoint.path) (weights only: \(weights.path))")
         print("plots: \(run.appendingPathComponent("loss.png").path), \(run.appendingPathComponent("ap.png").path)")
