@@ -50,6 +50,7 @@ public final class WinogradConvolution: ConvolutionKernel {
     private var filterGrad = WinogradScratch()   // dU accumulated over chunks
     private var paddedBias = WinogradScratch()   // bias rounded up to a multiple of 8 channels
     private var swappedWeights = WinogradScratch()  // (Cin, Cout, 3, 3) copy for the backward data pass
+    private var threadScratch = WinogradScratch()   // per-thread V and M when threads run whole chunks
     private let failureLock = NSLock()
     private var gemmFailure: Error?              // the first error of a parallel batch of GEMMs
 
@@ -122,7 +123,9 @@ public final class WinogradConvolution: ConvolutionKernel {
 
     deinit {
         coefficients.deallocate()
-        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias, swappedWeights] { s.deallocate() }
+        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias, swappedWeights, threadScratch] {
+            s.deallocate()
+        }
     }
 
     public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -250,6 +253,41 @@ public final class WinogradConvolution: ConvolutionKernel {
                      destination: UnsafeMutablePointer<Float>) throws {
         let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
         let strideV = winogradMatrixStride(chunk, ldV), strideM = winogradMatrixStride(chunk, ldM)
+        let threads = WinogradThreads.threadCount
+        let chunks = (g.tiles + chunk - 1) / chunk
+        if WinogradThreads.isOpenMP && threads > 1 && chunks >= 2 * threads {
+            // Enough chunks for every thread: each runs whole chunks on its own (transforms and
+            // 36 single-threaded GEMMs in its private scratch), one parallel region per call.
+            // Why: the cooperative scheme below synchronises the team three times per chunk, and
+            // on a loaded host every barrier whose threads are descheduled costs a time slice
+            // (measured 2–3× slowdowns at N = 8 while another process ran); private chunks
+            // also stay in their core's L2.
+            let perThread = 36 * (strideV + strideM)
+            let scratch = threadScratch.reserve(threads * perThread)
+            failureLock.lock()
+            gemmFailure = nil
+            failureLock.unlock()
+            WinogradThreads.team(chunks, threads: threads) { range, thread in
+                let v = scratch + thread * perThread, m = v + 36 * strideV
+                for c in range {
+                    let start = c * chunk, count = min(chunk, g.tiles - start)
+                    do {
+                        try runChunk(g, tiles: start..<start + count, v: v, strideV: strideV, m: m, strideM: strideM,
+                                     filters: u, filtersTransposed: filtersTransposed, bias: bias, relu: relu,
+                                     destination: destination, source: source)
+                    } catch {
+                        failureLock.lock()
+                        if gemmFailure == nil { gemmFailure = error }
+                        failureLock.unlock()
+                    }
+                }
+            }
+            failureLock.lock()
+            let failure = gemmFailure
+            failureLock.unlock()
+            if let failure { throw failure }
+            return
+        }
         let v = winogradData.reserve(36 * strideV)
         let m = winogradResult.reserve(36 * strideM)
         for start in stride(from: 0, to: g.tiles, by: chunk) {
@@ -265,9 +303,24 @@ public final class WinogradConvolution: ConvolutionKernel {
             }
             transformOutputs(g, source: m, tiles: start..<start + count, rowStride: ldM, matrixStride: strideM,
                              bias: bias, relu: relu, destination: destination)
-
-
         }
+    }
+
+    /// One chunk on the calling thread alone (inside a parallel region: the transforms run
+    /// inline, and oneDNN runs each GEMM single-threaded).
+    private func runChunk(_ g: WinogradGeometry, tiles: Range<Int>, v: UnsafeMutablePointer<Float>, strideV: Int,
+                          m: UnsafeMutablePointer<Float>, strideM: Int, filters u: UnsafePointer<Float>,
+                          filtersTransposed: Bool, bias: UnsafePointer<Float>?, relu: Bool,
+                          destination: UnsafeMutablePointer<Float>, source: UnsafePointer<Float>) throws {
+        let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
+        transformInputs(g, source: source, tiles: tiles, into: v, rowStride: ldV, matrixStride: strideV)
+        for xi in 0..<36 {
+            try gemm.sgemm(transA: false, transB: filtersTransposed, m: tiles.count, n: g.outChannels, k: g.inChannels,
+                           alpha: 1, a: v + xi * strideV, lda: ldV, b: u + xi * g.inChannels * g.outChannels,
+                           ldb: filtersTransposed ? g.inChannels : g.outChannels, beta: 0, c: m + xi * strideM, ldc: ldM)
+        }
+        transformOutputs(g, source: m, tiles: tiles, rowStride: ldM, matrixStride: strideM, bias: bias, relu: relu,
+                         destination: destination)
     }
 }
 
