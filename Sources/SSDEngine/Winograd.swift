@@ -64,6 +64,8 @@ public final class WinogradConvolution: ConvolutionKernel {
     /// dnnl_sgemm spends a large share re-packing U_ξ (1 MiB at 512 channels) for each call —
     /// at 512 channels 16 tiles per chunk ran several times slower than 100.
     public static let minimumChunkTiles = 96
+    /// SSD_WINOGRAD_COOPERATIVE=1: never run whole chunks per thread (for timing comparisons).
+    static let cooperativeOnly = ProcessInfo.processInfo.environment["SSD_WINOGRAD_COOPERATIVE"] == "1"
 
     /// A kernel for `shape` (3×3, stride 1, dilation 1 only), `input`/`output` layouts and
     /// optional fused ReLU; the 36 GEMMs per chunk go to `gemm.sgemm`.
@@ -255,7 +257,7 @@ public final class WinogradConvolution: ConvolutionKernel {
         let strideV = winogradMatrixStride(chunk, ldV), strideM = winogradMatrixStride(chunk, ldM)
         let threads = WinogradThreads.threadCount
         let chunks = (g.tiles + chunk - 1) / chunk
-        if WinogradThreads.isOpenMP && threads > 1 && chunks >= 2 * threads {
+        if WinogradThreads.isOpenMP && threads > 1 && chunks >= 2 * threads && !Self.cooperativeOnly {
             // Enough chunks for every thread: each runs whole chunks on its own (transforms and
             // 36 single-threaded GEMMs in its private scratch), one parallel region per call.
             // Why: the cooperative scheme below synchronises the team three times per chunk, and
