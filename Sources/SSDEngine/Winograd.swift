@@ -13,15 +13,23 @@ import Foundation
 ///
 /// Algorithm, per chunk of output tiles (4×4 outputs each, over the whole batch):
 /// 1. data transform V = Bᵀ d B of each 6×6 input window, stored as 36 matrices [tiles × Cin];
-/// 2. 36 GEMMs M_ξ = V_ξ · U_ξ through `gemm.sgemm`, U = G g Gᵀ the filters as 36 [Cin × Cout];
+/// 2. 36 GEMMs M_ξ = V_ξ · U_ξ through `gemm.sgemm`, U = G g Gᵀ the filters, transformed all
+///    at once as one GEMM with G ⊗ G (stored as 36 matrices [Cout × Cin], used transposed);
 /// 3. output transform Y = Aᵀ M A, + bias, ReLU, written in the output layout.
 /// The backward data pass is the same machinery on the output gradient with the filters
 /// rotated by 180° and Cin/Cout swapped (padding 2 − p); the backward weights pass
-/// accumulates dU_ξ = Σ V_ξᵀ (A dY Aᵀ)_ξ over chunks and adds Gᵀ dU G into the weight gradient.
+/// accumulates dU_ξ = Σ (A dY Aᵀ)_ξᵀ V_ξ over chunks and adds Gᵀ dU G (again one GEMM with
+/// G ⊗ G) into the weight gradient. The matrices come from the interpolation points
+/// {0, 1, −1, ½, −2, ∞} (see `WinogradMatrices`): measured 2–3× more accurate than Lavin's
+/// {0, ±1, ±2, ∞}.
 ///
 /// Chunks keep the Winograd-domain working set (36 × tiles × (Cin + Cout) floats) near the
-/// caches instead of materialising the whole image's; scratch is planned at the first call of
-/// each pass and reused, so later calls do not allocate.
+/// caches instead of materialising the whole image's. With OpenMP (Debian's oneDNN) and at
+/// least two chunks per thread, each thread runs whole chunks in private scratch; otherwise
+/// the team shares each chunk (transforms split by tiles, the 36 GEMMs spread over threads).
+/// Transforms run as AVX2 + FMA C code where the CPU has it (CWinograd), portable Swift
+/// SIMD elsewhere. Scratch is planned at the first call of each pass and reused, so later
+/// calls do not allocate.
 public final class WinogradConvolution: ConvolutionKernel {
     public let shape: ConvolutionShape
     public let inputLayout: ActivationLayout
@@ -50,6 +58,7 @@ public final class WinogradConvolution: ConvolutionKernel {
     private var filterGrad = WinogradScratch()   // dU accumulated over chunks
     private var paddedBias = WinogradScratch()   // bias rounded up to a multiple of 8 channels
     private var swappedWeights = WinogradScratch()  // (Cin, Cout, 3, 3) copy for the backward data pass
+    private var threadScratch = WinogradScratch()   // per-thread V and M when threads run whole chunks
     private let failureLock = NSLock()
     private var gemmFailure: Error?              // the first error of a parallel batch of GEMMs
 
@@ -63,6 +72,8 @@ public final class WinogradConvolution: ConvolutionKernel {
     /// dnnl_sgemm spends a large share re-packing U_ξ (1 MiB at 512 channels) for each call —
     /// at 512 channels 16 tiles per chunk ran several times slower than 100.
     public static let minimumChunkTiles = 96
+    /// SSD_WINOGRAD_COOPERATIVE=1: never run whole chunks per thread (for timing comparisons).
+    static let cooperativeOnly = ProcessInfo.processInfo.environment["SSD_WINOGRAD_COOPERATIVE"] == "1"
 
     /// A kernel for `shape` (3×3, stride 1, dilation 1 only), `input`/`output` layouts and
     /// optional fused ReLU; the 36 GEMMs per chunk go to `gemm.sgemm`.
@@ -122,7 +133,9 @@ public final class WinogradConvolution: ConvolutionKernel {
 
     deinit {
         coefficients.deallocate()
-        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias, swappedWeights] { s.deallocate() }
+        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias, swappedWeights, threadScratch] {
+            s.deallocate()
+        }
     }
 
     public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -250,6 +263,41 @@ public final class WinogradConvolution: ConvolutionKernel {
                      destination: UnsafeMutablePointer<Float>) throws {
         let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
         let strideV = winogradMatrixStride(chunk, ldV), strideM = winogradMatrixStride(chunk, ldM)
+        let threads = WinogradThreads.threadCount
+        let chunks = (g.tiles + chunk - 1) / chunk
+        if WinogradThreads.isOpenMP && threads > 1 && chunks >= 2 * threads && !Self.cooperativeOnly {
+            // Enough chunks for every thread: each runs whole chunks on its own (transforms and
+            // 36 single-threaded GEMMs in its private scratch), one parallel region per call.
+            // Why: the cooperative scheme below synchronises the team three times per chunk, and
+            // on a loaded host every barrier whose threads are descheduled costs a time slice
+            // (measured 2–3× slowdowns at N = 8 while another process ran); private chunks
+            // also stay in their core's L2.
+            let perThread = 36 * (strideV + strideM)
+            let scratch = threadScratch.reserve(threads * perThread)
+            failureLock.lock()
+            gemmFailure = nil
+            failureLock.unlock()
+            WinogradThreads.team(chunks, threads: threads) { range, thread in
+                let v = scratch + thread * perThread, m = v + 36 * strideV
+                for c in range {
+                    let start = c * chunk, count = min(chunk, g.tiles - start)
+                    do {
+                        try runChunk(g, tiles: start..<start + count, v: v, strideV: strideV, m: m, strideM: strideM,
+                                     filters: u, filtersTransposed: filtersTransposed, bias: bias, relu: relu,
+                                     destination: destination, source: source)
+                    } catch {
+                        failureLock.lock()
+                        if gemmFailure == nil { gemmFailure = error }
+                        failureLock.unlock()
+                    }
+                }
+            }
+            failureLock.lock()
+            let failure = gemmFailure
+            failureLock.unlock()
+            if let failure { throw failure }
+            return
+        }
         let v = winogradData.reserve(36 * strideV)
         let m = winogradResult.reserve(36 * strideM)
         for start in stride(from: 0, to: g.tiles, by: chunk) {
@@ -265,9 +313,24 @@ public final class WinogradConvolution: ConvolutionKernel {
             }
             transformOutputs(g, source: m, tiles: start..<start + count, rowStride: ldM, matrixStride: strideM,
                              bias: bias, relu: relu, destination: destination)
-
-
         }
+    }
+
+    /// One chunk on the calling thread alone (inside a parallel region: the transforms run
+    /// inline, and oneDNN runs each GEMM single-threaded).
+    private func runChunk(_ g: WinogradGeometry, tiles: Range<Int>, v: UnsafeMutablePointer<Float>, strideV: Int,
+                          m: UnsafeMutablePointer<Float>, strideM: Int, filters u: UnsafePointer<Float>,
+                          filtersTransposed: Bool, bias: UnsafePointer<Float>?, relu: Bool,
+                          destination: UnsafeMutablePointer<Float>, source: UnsafePointer<Float>) throws {
+        let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
+        transformInputs(g, source: source, tiles: tiles, into: v, rowStride: ldV, matrixStride: strideV)
+        for xi in 0..<36 {
+            try gemm.sgemm(transA: false, transB: filtersTransposed, m: tiles.count, n: g.outChannels, k: g.inChannels,
+                           alpha: 1, a: v + xi * strideV, lda: ldV, b: u + xi * g.inChannels * g.outChannels,
+                           ldb: filtersTransposed ? g.inChannels : g.outChannels, beta: 0, c: m + xi * strideM, ldc: ldM)
+        }
+        transformOutputs(g, source: m, tiles: tiles, rowStride: ldM, matrixStride: strideM, bias: bias, relu: relu,
+                         destination: destination)
     }
 }
 

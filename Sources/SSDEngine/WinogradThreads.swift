@@ -19,16 +19,19 @@ enum WinogradThreads {
         let threadNumber: OMPQuery
         let threadCount: OMPQuery
         let maxThreads: OMPQuery
+        let inParallel: OMPQuery
     }
 
     private static let openMP: OpenMP? = {
         guard ProcessInfo.processInfo.environment["SSD_WINOGRAD_GCD"] != "1",
               let handle = dlopen(nil, RTLD_NOW),
               let p = dlsym(handle, "GOMP_parallel"), let n = dlsym(handle, "omp_get_thread_num"),
-              let c = dlsym(handle, "omp_get_num_threads"), let m = dlsym(handle, "omp_get_max_threads")
+              let c = dlsym(handle, "omp_get_num_threads"), let m = dlsym(handle, "omp_get_max_threads"),
+              let i = dlsym(handle, "omp_in_parallel")
         else { return nil }
         return OpenMP(parallel: unsafeBitCast(p, to: GOMPParallel.self), threadNumber: unsafeBitCast(n, to: OMPQuery.self),
-                      threadCount: unsafeBitCast(c, to: OMPQuery.self), maxThreads: unsafeBitCast(m, to: OMPQuery.self))
+                      threadCount: unsafeBitCast(c, to: OMPQuery.self), maxThreads: unsafeBitCast(m, to: OMPQuery.self),
+                      inParallel: unsafeBitCast(i, to: OMPQuery.self))
     }()
 
     /// "openmp" or "gcd": where the transforms run (for reports).
@@ -43,29 +46,35 @@ enum WinogradThreads {
 
     private struct Job {
         let n: Int
-        let minimumPerThread: Int
-        let body: (Range<Int>) -> Void
+        let body: (Range<Int>, Int) -> Void
         let threadNumber: OMPQuery
         let threadCount: OMPQuery
     }
 
     /// Calls `body` on contiguous, disjoint ranges covering 0..<n, in parallel; like
     /// `parallelFor` (at least `minimumPerThread` items per thread), on the OpenMP team if any.
+    /// Inside a parallel region (a thread of the team already) it runs inline.
     static func run(_ n: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
         guard n > 0 else { return }
         guard let omp = openMP else { return parallelFor(n, minimumPerThread: minimumPerThread, body) }
-        let threads = min(Int(omp.maxThreads()), max(1, n / max(minimumPerThread, 1)))
+        let threads = omp.inParallel() != 0 ? 1 : min(Int(omp.maxThreads()), max(1, n / max(minimumPerThread, 1)))
         if threads <= 1 { return body(0..<n) }
+        team(n, threads: threads) { range, _ in body(range) }
+    }
+
+    /// OpenMP only (`isOpenMP`): `body(range, thread)` on a team of at most `threads` threads,
+    /// `thread` < `threadCount` naming the caller (for per-thread scratch).
+    static func team(_ n: Int, threads: Int, _ body: (Range<Int>, Int) -> Void) {
+        guard let omp = openMP else { preconditionFailure("WinogradThreads.team needs OpenMP") }
         withoutActuallyEscaping(body) { escapable in
-            var job = Job(n: n, minimumPerThread: minimumPerThread, body: escapable, threadNumber: omp.threadNumber,
-                          threadCount: omp.threadCount)
+            var job = Job(n: n, body: escapable, threadNumber: omp.threadNumber, threadCount: omp.threadCount)
             withUnsafeMutablePointer(to: &job) { pointer in
                 omp.parallel({ raw in
                     let job = raw!.assumingMemoryBound(to: Job.self).pointee
                     let team = Int(job.threadCount()), me = Int(job.threadNumber())
                     let chunk = (job.n + team - 1) / team
                     let start = me * chunk, end = min(job.n, start + chunk)
-                    if start < end { job.body(start..<end) }
+                    if start < end { job.body(start..<end, me) }
                 }, UnsafeMutableRawPointer(pointer), UInt32(threads), 0)
             }
         }

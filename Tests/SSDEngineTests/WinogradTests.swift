@@ -16,11 +16,12 @@ final class WinogradTests: XCTestCase {
     /// layouts) and returns the relative errors max|ours − naive| / max|naive|.
     func measure(_ s: ConvolutionShape, input: ActivationLayout = .nchw, output: ActivationLayout = .nchw,
                  relu: Bool = false, withBias: Bool = true, points: [Double]? = nil, scaling: WinogradScaling? = nil,
-                 passes: Set<String> = ["forward", "data", "weights"], seed: UInt64 = 1, portable: Bool = false) throws -> Errors {
+                 passes: Set<String> = ["forward", "data", "weights"], seed: UInt64 = 1, portable: Bool = false,
+                 chunkBytes: Int = WinogradConvolution.defaultChunkBytes) throws -> Errors {
         let x = randomTensor(s.inputShape, seed: seed), w = randomTensor(s.weightShape, seed: seed + 1, std: 0.3)
         let b = randomTensor([s.outChannels], seed: seed + 2), dy = randomTensor(s.outputShape, seed: seed + 3)
         let ours = try WinogradConvolution(s, input: input, output: output, fusedReLU: relu, gemm: dnnl, points: points,
-                                           scaling: scaling, portable: portable)
+                                           scaling: scaling, chunkBytes: chunkBytes, portable: portable)
         let twin = try naive.convolution(s, algorithm: .direct, input: input, output: output, fusedReLU: relu)
         let zeroBias = Tensor(shape: [s.outChannels])  // the twin's stand-in for "no bias"
         var e = Errors()
@@ -91,6 +92,24 @@ final class WinogradTests: XCTestCase {
         }
         report("winograd small shapes worst relative error forward / data / weights / bias",
                "\(worst.forward) / \(worst.data) / \(worst.weights) / \(worst.bias)")
+    }
+
+    /// Many small chunks (the smallest chunk size): threads then run whole chunks each (with
+    /// OpenMP), and the weight gradient accumulates over chunks.
+    func testManyChunks() throws {
+        let s = ConvolutionShape(batch: 2, inChannels: 16, outChannels: 24, inHeight: 66, inWidth: 63, kernelSize: (3, 3),
+                                 padding: (1, 1))
+        for (input, output) in [(ActivationLayout.blocked(8), ActivationLayout.blocked(8)), (.nchw, .blocked(8)), (.blocked(16), .nchw)] {
+            for portable in [false, true] {
+                let e = try measure(s, input: input, output: output, relu: true, portable: portable, chunkBytes: 1)
+                report("winograd many chunks \(input)→\(output) portable \(portable) forward / data / weights / bias",
+                       "\(e.forward) / \(e.data) / \(e.weights) / \(e.bias)")
+                XCTAssertLessThan(e.forward, 1e-5)
+                XCTAssertLessThan(e.data, 1e-5)
+                XCTAssertLessThan(e.weights, 1e-5)
+                XCTAssertLessThan(e.bias, 1e-5)
+            }
+        }
     }
 
     /// The forward error of several interpolation-point sets and scalings at 64 channels, 38×38
