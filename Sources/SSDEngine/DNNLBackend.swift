@@ -1,4 +1,5 @@
 import CDNNL
+import Foundation
 
 /// The oneDNN backend. Every primitive is created with `format_tag_any` so oneDNN picks its
 /// fastest (blocked) layouts; plain NCHW/OIHW caller data is reordered in and out where the
@@ -8,6 +9,8 @@ public final class DNNLBackend: Backend {
     public let name = "onednn"
     /// Staging memory shared by all of this backend's kernels.
     private let arena = DNNLArena()
+    /// Scratch shared by all of this backend's Winograd kernels (ours).
+    private let winogradArena = WinogradArena()
     private var reluCache: [Int: (fwd: DNNLPrimitive, bwd: DNNLPrimitive, data: DNNLMemory, diff: DNNLMemory)] = [:]
 
     public init() {}
@@ -53,17 +56,26 @@ public final class DNNLBackend: Backend {
                             output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
         try checkLayout(input, channels: shape.inChannels)
         try checkLayout(output, channels: shape.outChannels)
-        // oneDNN 2.6 has Winograd only for AVX-512; elsewhere ours (its GEMMs through oneDNN's sgemm).
-        if algorithm != .direct && shape.winogradEligible && !DNNLBackend.oneDNNHasWinograd {
-            return try WinogradConvolution(shape, input: input, output: output, fusedReLU: fusedReLU, gemm: self)
+        // oneDNN 2.6 has Winograd only for AVX-512; elsewhere ours (its GEMMs through oneDNN's sgemm),
+        // where there are enough tiles for its GEMMs to beat direct convolution (measured: at
+        // 25 tiles, 512→512 19×19 batch 1, it does not; from about 200 it does).
+        let tiles = shape.batch * ((shape.outHeight + 3) / 4) * ((shape.outWidth + 3) / 4)
+        if algorithm != .direct && shape.winogradEligible && !DNNLBackend.oneDNNHasWinograd
+            && tiles >= DNNLBackend.winogradMinimumTiles {
+            return try WinogradConvolution(shape, input: input, output: output, fusedReLU: fusedReLU, gemm: self,
+                                           arena: winogradArena)
         }
         return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU,
                                    inference: inference, arena: arena)
     }
 
+    /// The fewest 4×4 output tiles (batch included) for which our Winograd is used.
+    public static let winogradMinimumTiles = 200
+
     /// Whether oneDNN has a Winograd convolution on this host (asked once, for a typical 3×3
-    /// convolution on the host's activation layout).
+    /// convolution on the host's activation layout). `SSD_WINOGRAD=ours` uses ours regardless.
     public static let oneDNNHasWinograd: Bool = {
+        if ProcessInfo.processInfo.environment["SSD_WINOGRAD"] == "ours" { return false }
         let shape = ConvolutionShape(batch: 1, inChannels: 64, outChannels: 64, inHeight: 38, inWidth: 38,
                                      kernelSize: (3, 3), padding: (1, 1))
         guard var d = try? DNNLConvolutionDescs(shape, input: .nchw, output: .nchw) else { return false }

@@ -50,15 +50,9 @@ public final class WinogradConvolution: ConvolutionKernel {
     /// Backward-data geometry: output gradient → tiles of the input gradient.
     let backwardGeometry: WinogradGeometry
 
-    // Scratch, allocated at first use and kept. `winogradData`/`winogradResult` hold one chunk of
-    // the 36 matrices (rows of a multiple of 8 floats, so every `F8` access is aligned).
-    private var winogradData = WinogradScratch()
-    private var winogradResult = WinogradScratch()
-    private var filters = WinogradScratch()      // U (forward) or rotated U (backward data)
-    private var filterGrad = WinogradScratch()   // dU accumulated over chunks
-    private var paddedBias = WinogradScratch()   // bias rounded up to a multiple of 8 channels
-    private var swappedWeights = WinogradScratch()  // (Cin, Cout, 3, 3) copy for the backward data pass
-    private var threadScratch = WinogradScratch()   // per-thread V and M when threads run whole chunks
+    /// Scratch, shared by every kernel of one backend (they run one at a time and keep nothing
+    /// in it between calls): sized for the largest layer, not summed over layers.
+    private let arena: WinogradArena
     private let failureLock = NSLock()
     private var gemmFailure: Error?              // the first error of a parallel batch of GEMMs
 
@@ -86,7 +80,8 @@ public final class WinogradConvolution: ConvolutionKernel {
     /// divide the channel count.
     public init(_ shape: ConvolutionShape, input: ActivationLayout, output: ActivationLayout, fusedReLU: Bool,
                 gemm: Backend, points: [Double]? = nil, scaling: WinogradScaling? = nil,
-                chunkBytes: Int = WinogradConvolution.defaultChunkBytes, portable: Bool = false) throws {
+                chunkBytes: Int = WinogradConvolution.defaultChunkBytes, portable: Bool = false,
+                arena: WinogradArena = WinogradArena()) throws {
         try shape.validate()
         guard shape.winogradEligible else {
             throw EngineError.invalidArgument("Winograd F(4,3) needs a 3×3 kernel, stride 1 and dilation 1: \(shape)")
@@ -106,9 +101,10 @@ public final class WinogradConvolution: ConvolutionKernel {
         outputLayout = output
         self.fusedReLU = fusedReLU
         self.gemm = gemm
+        self.arena = arena
         coefficients = WinogradCoefficients(matrices, portable: portable)
         implementation = "winograd F(4,3) (ours, \(matrices), transforms \(coefficients.avx2 ? "avx2" : "portable")"
-            + " on \(WinogradThreads.runtime))"
+            + " on \(ComputeThreads.runtime))"
         let s = shape
         forwardGeometry = WinogradGeometry(
             batch: s.batch, inChannels: s.inChannels, inHeight: s.inHeight, inWidth: s.inWidth, inLayout: input,
@@ -133,16 +129,13 @@ public final class WinogradConvolution: ConvolutionKernel {
 
     deinit {
         coefficients.deallocate()
-        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias, swappedWeights, threadScratch] {
-            s.deallocate()
-        }
     }
 
     public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                         output: UnsafeMutablePointer<Float>) throws {
         let s = shape
         let u = try transformFilters(weight, kron: coefficients.kron)
-        let b = paddedBias.reserve(roundUp8(s.outChannels))
+        let b = arena.paddedBias.reserve(roundUp8(s.outChannels))
         b.update(repeating: 0, count: roundUp8(s.outChannels))
         if let bias { b.update(from: bias, count: s.outChannels) }
         // U_ξ is [Cout × Cin]: the pass multiplies by its transpose.
@@ -158,8 +151,8 @@ public final class WinogradConvolution: ConvolutionKernel {
         // transposed B (measured on AVX2: 91 against 63 GFLOP/s), so the filters are first
         // copied as (Cin, Cout, 3, 3) — a tenth of U's size — and transformed to U_ξ [Cin × Cout].
         let s = shape
-        let swapped = swappedWeights.reserve(s.inChannels * s.outChannels * 9)
-        WinogradThreads.run(s.inChannels, minimumPerThread: 4) { range in
+        let swapped = arena.swappedWeights.reserve(s.inChannels * s.outChannels * 9)
+        ComputeThreads.run(s.inChannels, minimumPerThread: 4) { range in
             for ci in range {
                 for co in 0..<s.outChannels {
                     (swapped + (ci * s.outChannels + co) * 9).update(from: weight + (co * s.inChannels + ci) * 9, count: 9)
@@ -178,9 +171,9 @@ public final class WinogradConvolution: ConvolutionKernel {
         let ldV = roundUp8(g.inChannels), ldZ = roundUp8(g.outChannels)
         let pairs = s.inChannels * s.outChannels
         let strideV = winogradMatrixStride(chunk, ldV), strideZ = winogradMatrixStride(chunk, ldZ)
-        let v = winogradData.reserve(36 * strideV)
-        let z = winogradResult.reserve(36 * strideZ)
-        let du = filterGrad.reserve(36 * pairs)
+        let v = arena.winogradData.reserve(36 * strideV)
+        let z = arena.winogradResult.reserve(36 * strideZ)
+        let du = arena.filterGrad.reserve(36 * pairs)
         var first = true
         for start in stride(from: 0, to: g.tiles, by: chunk) {
             let count = min(chunk, g.tiles - start)
@@ -209,7 +202,7 @@ public final class WinogradConvolution: ConvolutionKernel {
     /// groups of eight took several times longer at 512 channels).
     private func transformFilters(_ weight: UnsafePointer<Float>, kron: UnsafePointer<Float>) throws -> UnsafeMutablePointer<Float> {
         let pairs = shape.inChannels * shape.outChannels
-        let u = filters.reserve(36 * pairs)
+        let u = arena.filters.reserve(36 * pairs)
         try gemm.sgemm(transA: false, transB: true, m: 36, n: pairs, k: 9, alpha: 1, a: kron, lda: 9, b: weight, ldb: 9,
                        beta: 0, c: u, ldc: pairs)
         return u
@@ -227,17 +220,17 @@ public final class WinogradConvolution: ConvolutionKernel {
     /// 36 would balance poorly over the threads. Without OpenMP they run one after the other,
     /// each threaded by the GEMM itself.
     private func gemms(rows: Int, _ body: (Int, Range<Int>) throws -> Void) throws {
-        guard WinogradThreads.isOpenMP else {
+        guard ComputeThreads.isOpenMP else {
             for xi in 0..<36 { try body(xi, 0..<rows) }
             return
         }
-        let threads = WinogradThreads.threadCount
+        let threads = ComputeThreads.threadCount
         let parts = max(1, min(rows / 8, (4 * threads + 35) / 36))
         var failure: Error?
         failureLock.lock()
         gemmFailure = nil
         failureLock.unlock()
-        WinogradThreads.run(36 * parts) { items in
+        ComputeThreads.run(36 * parts) { items in
             for item in items {
                 let xi = item / parts, p = item % parts
                 do {
@@ -263,9 +256,9 @@ public final class WinogradConvolution: ConvolutionKernel {
                      destination: UnsafeMutablePointer<Float>) throws {
         let ldV = roundUp8(g.inChannels), ldM = roundUp8(g.outChannels)
         let strideV = winogradMatrixStride(chunk, ldV), strideM = winogradMatrixStride(chunk, ldM)
-        let threads = WinogradThreads.threadCount
+        let threads = ComputeThreads.threadCount
         let chunks = (g.tiles + chunk - 1) / chunk
-        if WinogradThreads.isOpenMP && threads > 1 && chunks >= 2 * threads && !Self.cooperativeOnly {
+        if ComputeThreads.isOpenMP && threads > 1 && chunks >= 2 * threads && !Self.cooperativeOnly {
             // Enough chunks for every thread: each runs whole chunks on its own (transforms and
             // 36 single-threaded GEMMs in its private scratch), one parallel region per call.
             // Why: the cooperative scheme below synchronises the team three times per chunk, and
@@ -273,11 +266,11 @@ public final class WinogradConvolution: ConvolutionKernel {
             // (measured 2–3× slowdowns at N = 8 while another process ran); private chunks
             // also stay in their core's L2.
             let perThread = 36 * (strideV + strideM)
-            let scratch = threadScratch.reserve(threads * perThread)
+            let scratch = arena.threadScratch.reserve(threads * perThread)
             failureLock.lock()
             gemmFailure = nil
             failureLock.unlock()
-            WinogradThreads.team(chunks, threads: threads) { range, thread in
+            ComputeThreads.team(chunks, threads: threads) { range, thread in
                 let v = scratch + thread * perThread, m = v + 36 * strideV
                 for c in range {
                     let start = c * chunk, count = min(chunk, g.tiles - start)
@@ -298,8 +291,8 @@ public final class WinogradConvolution: ConvolutionKernel {
             if let failure { throw failure }
             return
         }
-        let v = winogradData.reserve(36 * strideV)
-        let m = winogradResult.reserve(36 * strideM)
+        let v = arena.winogradData.reserve(36 * strideV)
+        let m = arena.winogradResult.reserve(36 * strideM)
         for start in stride(from: 0, to: g.tiles, by: chunk) {
             let count = min(chunk, g.tiles - start)
             transformInputs(g, source: source, tiles: start..<start + count, into: v, rowStride: ldV, matrixStride: strideV)
@@ -344,6 +337,26 @@ func roundUp8(_ n: Int) -> Int { (n + 7) & ~7 }
 /// into one L1 set (8 ways) and alias in the store buffer — measured 2–3× slower transforms.
 @inline(__always)
 func winogradMatrixStride(_ chunk: Int, _ rowStride: Int) -> Int { chunk * rowStride + 16 }
+
+/// The scratch of Winograd kernels that run one at a time (one backend's): each buffer grows
+/// to the largest need and is shared, so a network's peak is its largest layer's scratch.
+public final class WinogradArena {
+    var winogradData = WinogradScratch()    // V: one chunk of the 36 input-transform matrices
+    var winogradResult = WinogradScratch()  // M (or Z): one chunk of the 36 products
+    var filters = WinogradScratch()         // U (forward) or rotated U (backward data)
+    var filterGrad = WinogradScratch()      // dU accumulated over chunks
+    var paddedBias = WinogradScratch()      // bias rounded up to a multiple of 8 channels
+    var swappedWeights = WinogradScratch()  // (Cin, Cout, 3, 3) copy for the backward data pass
+    var threadScratch = WinogradScratch()   // per-thread V and M when threads run whole chunks
+
+    public init() {}
+
+    deinit {
+        for s in [winogradData, winogradResult, filters, filterGrad, paddedBias, swappedWeights, threadScratch] {
+            s.deallocate()
+        }
+    }
+}
 
 /// A growable, 64-byte-aligned Float buffer that only ever grows (so steady-state calls do not
 /// allocate). A class-free box: the kernel owns it and frees it in `deinit`.

@@ -11,7 +11,7 @@ extension WinogradConvolution {
         let block = g.outLayout.channelBlock
         if block % 8 == 0 {
             // Eight channels per pixel: sum whole vectors, one pass over each block's plane.
-            WinogradThreads.run(g.outChannels / 8, minimumPerThread: 2) { range in
+            ComputeThreads.run(g.outChannels / 8, minimumPerThread: 2) { range in
                 for group in range {
                     var sum = SIMD8<Double>()
                     for n in 0..<g.batch {
@@ -25,7 +25,7 @@ extension WinogradConvolution {
             }
             return
         }
-        WinogradThreads.run(g.outChannels, minimumPerThread: 8) { range in
+        ComputeThreads.run(g.outChannels, minimumPerThread: 8) { range in
             for c in range {
                 var sum: Double = 0
                 for n in 0..<g.batch {
@@ -43,7 +43,7 @@ extension WinogradConvolution {
     /// [chunk × rowStride], row t − tiles.lowerBound.
     func transformInputs(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
                          into v: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
-        WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
+        ComputeThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 3 * 36) { buf in
                 let d = buf.baseAddress!, t = d + 36, r = t + 36
                 let fast = coefficients.avx2 && g.inLayout.channelBlock % 8 == 0
@@ -81,7 +81,7 @@ extension WinogradConvolution {
     /// geometry's output), as 36 matrices [chunk × rowStride].
     func transformOutputGradients(_ g: WinogradGeometry, source: UnsafePointer<Float>, tiles: Range<Int>,
                                   into z: UnsafeMutablePointer<Float>, rowStride: Int, matrixStride: Int) {
-        WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
+        ComputeThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 16 + 24 + 36) { buf in
                 let d = buf.baseAddress!, t = d + 16, r = t + 24
                 let fast = coefficients.avx2 && g.outLayout.channelBlock % 8 == 0
@@ -113,7 +113,7 @@ extension WinogradConvolution {
     /// ReLU when asked, written into `destination` (the geometry's output).
     func transformOutputs(_ g: WinogradGeometry, source m: UnsafePointer<Float>, tiles: Range<Int>, rowStride: Int,
                           matrixStride: Int, bias: UnsafePointer<Float>?, relu: Bool, destination: UnsafeMutablePointer<Float>) {
-        WinogradThreads.run(tiles.count, minimumPerThread: 4) { range in
+        ComputeThreads.run(tiles.count, minimumPerThread: 4) { range in
             withUnsafeTemporaryAllocation(of: F8.self, capacity: 36 + 24 + 16) { buf in
                 let d = buf.baseAddress!, t = d + 36, y = t + 24
                 let fast = coefficients.avx2 && g.outLayout.channelBlock % 8 == 0

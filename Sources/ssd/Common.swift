@@ -7,7 +7,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Convolution algorithm: direct (closest to PyTorch), winograd (faster, ~1e-6 relative difference on outputs), or auto.")
     var algorithm: ConvolutionAlgorithm = .winograd
 
-    @Option(help: "Threads for our own loops (oneDNN follows OMP_NUM_THREADS). Default: all cores.")
+    @Option(help: "Threads, for oneDNN and our own loops alike (default: OMP_NUM_THREADS, else all cores).")
     var threads: Int?
 
     func validate() throws {
@@ -15,7 +15,7 @@ struct EngineOptions: ParsableArguments {
     }
 
     func apply() {
-        if let threads { Threads.count = threads }
+        if let threads { Threads.setCount(threads) }
     }
 }
 

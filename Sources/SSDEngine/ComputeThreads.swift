@@ -1,15 +1,16 @@
 import Foundation
 
-/// Runs the Winograd transforms on the same threads as oneDNN's GEMMs.
+/// Runs our own parallel loops (`parallelFor`: Winograd transforms, batch normalisation, L2
+/// norm, heads, optimizers) on the same threads as oneDNN's primitives.
 ///
 /// Why: Debian's oneDNN runs on GNU OpenMP, whose workers spin-wait after each parallel region
-/// (GOMP_SPINCOUNT, or forever with OMP_WAIT_POLICY=active). Our transforms alternate with the
-/// 36 GEMMs of every chunk; run on a second pool (GCD, `parallelFor`), they compete with those
-/// spinning workers for the same cores — measured 10–30× slowdowns on a 2-core host. Running
+/// (GOMP_SPINCOUNT, or forever with OMP_WAIT_POLICY=active). Our loops alternate with oneDNN's
+/// primitives; run on a second pool (GCD), they compete with those spinning workers for the
+/// same cores — measured 10–30× slowdowns of the Winograd transforms on a 2-core host. Running
 /// them as OpenMP parallel regions of the same team avoids that. libgomp's entry points are
 /// looked up at run time (dlsym), so nothing links against OpenMP: when oneDNN is built on
-/// another runtime (TBB, sequential) they are absent and we fall back to `parallelFor`.
-enum WinogradThreads {
+/// another runtime (TBB, sequential) they are absent and we fall back to GCD.
+enum ComputeThreads {
     private typealias Region = @convention(c) (UnsafeMutableRawPointer?) -> Void
     private typealias GOMPParallel = @convention(c) (Region, UnsafeMutableRawPointer?, UInt32, UInt32) -> Void
     private typealias OMPQuery = @convention(c) () -> Int32
@@ -23,7 +24,7 @@ enum WinogradThreads {
     }
 
     private static let openMP: OpenMP? = {
-        guard ProcessInfo.processInfo.environment["SSD_WINOGRAD_GCD"] != "1",
+        guard ProcessInfo.processInfo.environment["SSD_THREADS_GCD"] != "1",
               let handle = dlopen(nil, RTLD_NOW),
               let p = dlsym(handle, "GOMP_parallel"), let n = dlsym(handle, "omp_get_thread_num"),
               let c = dlsym(handle, "omp_get_num_threads"), let m = dlsym(handle, "omp_get_max_threads"),
@@ -44,6 +45,18 @@ enum WinogradThreads {
     /// Threads `run` would use for many items.
     static var threadCount: Int { openMP.map { Int($0.maxThreads()) } ?? Threads.count }
 
+    /// The team's size at start-up: OpenMP's (OMP_NUM_THREADS), or the active processors.
+    static var initialThreadCount: Int {
+        openMP.map { Int($0.maxThreads()) } ?? ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// Resizes the OpenMP team (oneDNN's and ours), where there is one.
+    static func setThreadCount(_ n: Int) {
+        typealias SetThreads = @convention(c) (Int32) -> Void
+        guard openMP != nil, let handle = dlopen(nil, RTLD_NOW), let f = dlsym(handle, "omp_set_num_threads") else { return }
+        unsafeBitCast(f, to: SetThreads.self)(Int32(n))
+    }
+
     private struct Job {
         let n: Int
         let body: (Range<Int>, Int) -> Void
@@ -56,7 +69,7 @@ enum WinogradThreads {
     /// Inside a parallel region (a thread of the team already) it runs inline.
     static func run(_ n: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
         guard n > 0 else { return }
-        guard let omp = openMP else { return parallelFor(n, minimumPerThread: minimumPerThread, body) }
+        guard let omp = openMP else { return gcdParallelFor(n, minimumPerThread: minimumPerThread, body) }
         let threads = omp.inParallel() != 0 ? 1 : min(Int(omp.maxThreads()), max(1, n / max(minimumPerThread, 1)))
         if threads <= 1 { return body(0..<n) }
         team(n, threads: threads) { range, _ in body(range) }
@@ -65,7 +78,7 @@ enum WinogradThreads {
     /// OpenMP only (`isOpenMP`): `body(range, thread)` on a team of at most `threads` threads,
     /// `thread` < `threadCount` naming the caller (for per-thread scratch).
     static func team(_ n: Int, threads: Int, _ body: (Range<Int>, Int) -> Void) {
-        guard let omp = openMP else { preconditionFailure("WinogradThreads.team needs OpenMP") }
+        guard let omp = openMP else { preconditionFailure("ComputeThreads.team needs OpenMP") }
         withoutActuallyEscaping(body) { escapable in
             var job = Job(n: n, body: escapable, threadNumber: omp.threadNumber, threadCount: omp.threadCount)
             withUnsafeMutablePointer(to: &job) { pointer in
