@@ -282,6 +282,27 @@ def ours(args, env):
     return figures
 
 
+def host():
+    """The CPU and the dispatch cap the figures were measured under."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    avx512 = False
+    try:
+        with open("/proc/cpuinfo") as f:
+            avx512 = " avx512f " in f.read()
+    except OSError:
+        pass
+    return {"cpu": model, "avx512": avx512, "cores": os.cpu_count(),
+            "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", "(native)")}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -310,6 +331,7 @@ def main():
             ("train_bs8_img_per_s", "training step batch 8, img/s", True),
             ("peak_rss_train_bs8_mb", "peak RSS batch-8 training, MiB", False)]
     peers = [p for p in ("pytorch", "onnxruntime", "openvino-f32", "openvino-bf16") if results.get(p)]
+    print("\nhost: %s" % host())
     print("\n| workload | ours | " + " | ".join(peers) + " |")
     print("|---|---|" + "---|" * len(peers))
     ratios = {}
@@ -328,7 +350,8 @@ def main():
     print("\n(ratio = how many times better ours is: throughput ours/peer; memory peer/ours)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"figures": results, "ratios": ratios, "threads": args.threads}, f, indent=1, sort_keys=True)
+            json.dump({"figures": results, "ratios": ratios, "threads": args.threads, "host": host()}, f, indent=1,
+                      sort_keys=True)
 
 
 if __name__ == "__main__":

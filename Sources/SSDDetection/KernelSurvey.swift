@@ -22,6 +22,11 @@ public enum KernelSurvey {
         _ = try MultiBoxLoss(priorsCxcy: model.priorsCxcy).compute(locs: locs, scores: scores, truths: truths,
                                                                    gradLocs: gradLocs, gradScores: gradScores)
         try model.backward(gradLocs: gradLocs, gradScores: gradScores)
-        return DNNLBackend.createdKernels.filter { $0.operation != "layout probe" }
+        // Kernels that are not oneDNN primitives (our Winograd): named by their layer.
+        let oneDNN = Set(DNNLBackend.createdKernels.map(\.implementation))
+        let ours = model.convolutions.filter { $0.implementation != "none" && !oneDNN.contains($0.implementation) }
+            .map { KernelImplementation(operation: "convolution forward and backward \($0.weight.name.dropLast(7))",
+                                        implementation: $0.implementation) }
+        return DNNLBackend.createdKernels.filter { $0.operation != "layout probe" } + ours
     }
 }

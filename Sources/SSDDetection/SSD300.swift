@@ -120,6 +120,9 @@ public final class SSD300 {
     }
     private var headConvs: [Conv2D] { heads.map(\.loc) + heads.map(\.cls) }
 
+    /// Every convolution layer: the base, the auxiliary convolutions, then the heads.
+    public var convolutions: [Conv2D] { blocks.map(\.conv) + headConvs }
+
     /// Every parameter in the reference's state_dict order: `rescale_factors`, the base, the
     /// auxiliary convolutions, then the loc and class prediction convolutions.
     public var parameters: [Parameter] {

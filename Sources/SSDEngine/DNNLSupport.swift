@@ -78,9 +78,17 @@ final class DNNLMemory {
 public struct KernelImplementation: Hashable, Sendable, CustomStringConvertible {
     public let operation: String
     public let implementation: String
+
+    public init(operation: String, implementation: String) {
+        self.operation = operation
+        self.implementation = implementation
+    }
     /// True for oneDNN's reference (plain C++ loop) implementations: far too slow for a hot path.
     public var isReference: Bool { implementation.hasPrefix("ref") }
-    public var description: String { "\(implementation.padding(toLength: 22, withPad: " ", startingAt: 0)) \(operation)" }
+    public var description: String {
+        let name = implementation.count < 22 ? implementation.padding(toLength: 22, withPad: " ", startingAt: 0) : implementation
+        return "\(name) \(operation)"
+    }
 }
 
 /// Every oneDNN primitive this process created, in order (for `ssd info` and the test that no

@@ -193,7 +193,7 @@ struct Info: ParsableCommand {
             var byImplementation: [String: Int] = [:]
             for k in kernels { byImplementation[k.implementation, default: 0] += 1 }
             let summary = byImplementation.sorted { $0.value > $1.value }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
-            print("\n\(name): \(kernels.count) oneDNN primitives: \(summary)")
+            print("\n\(name): \(kernels.count) kernels: \(summary)")
             if !brief { for k in kernels { print("  \(k)") } }
             let references = kernels.filter(\.isReference)
             slow += references.count

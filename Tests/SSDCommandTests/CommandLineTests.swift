@@ -98,3 +98,19 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(outcome.output.contains("mAP"))
     }
 }
+
+extension CommandLineTests {
+    /// `ssd info` names the CPU tier, oneDNN's version and the layout, and lists a kernel for
+    /// every primitive of both models — none of them oneDNN's reference loops.
+    func testInfoNamesTheTierAndEveryKernel() throws {
+        let info = try ssd(["info"])
+        XCTAssertEqual(info.status, 0, info.error)
+        for needle in ["tier ", "oneDNN 2.", "dispatches ", "activation layout ", "SSD300: ", "compact: ",
+                       "convolution forward", "max pooling backward", "reorder"] {
+            XCTAssertTrue(info.output.contains(needle), "ssd info lacks '\(needle)':\n\(info.output.prefix(2000))")
+        }
+        XCTAssertFalse(info.output.contains("SLOW"), info.output)
+        let brief = try ssd(["info", "--brief"])
+        XCTAssertLessThan(brief.output.split(separator: "\n").count, 12, "--brief is a summary")
+    }
+}
