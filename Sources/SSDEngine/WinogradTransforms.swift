@@ -171,26 +171,34 @@ struct WinogradCoefficients {
     func deallocate() { storage.deallocate() }
 }
 
+/// out (p×p) = L · x (q×q) · Lᵀ for L row-major (p×q): the portable form of every tile
+/// transform. `t`: p·q scratch vectors.
+@inline(__always)
+func winogradSandwich(_ l: UnsafePointer<Float>, p: Int, q: Int, _ x: UnsafePointer<F8>,
+                      _ t: UnsafeMutablePointer<F8>, _ out: UnsafeMutablePointer<F8>) {
+    @inline(__always) func coefficient(_ i: Int, _ k: Int) -> Float { l[i * q + k] }
+    for i in 0..<p {
+        for c in 0..<q {
+            var s = F8()
+            for k in 0..<q { s += coefficient(i, k) * x[k * q + c] }
+            t[i * q + c] = s
+        }
+    }
+    for i in 0..<p {
+        for j in 0..<p {
+            var s = F8()
+            for k in 0..<q { s += t[i * q + k] * coefficient(j, k) }
+            out[i * p + j] = s
+        }
+    }
+}
+
 /// v = Bᵀ d B for a 6×6 tile (`t`: 36 scratch vectors).
 @inline(__always)
 func winogradInputTransform(_ d: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                             _ v: UnsafeMutablePointer<F8>) {
     if c.avx2 { return cwino_sandwich_6x6(c.bt, floats(d), floats(v)) }
-    let bt = c.bt
-    for i in 0..<6 {
-        for x in 0..<6 {
-            var s = F8()
-            for y in 0..<6 { s += bt[i * 6 + y] * d[y * 6 + x] }
-            t[i * 6 + x] = s
-        }
-    }
-    for i in 0..<6 {
-        for j in 0..<6 {
-            var s = F8()
-            for x in 0..<6 { s += t[i * 6 + x] * bt[j * 6 + x] }
-            v[i * 6 + j] = s
-        }
-    }
+    winogradSandwich(c.bt, p: 6, q: 6, d, t, v)
 }
 
 /// y = Aᵀ m A: a 6×6 Winograd-domain tile to its 4×4 outputs (`t`: 24 scratch vectors).
@@ -198,21 +206,7 @@ func winogradInputTransform(_ d: UnsafePointer<F8>, _ c: WinogradCoefficients, _
 func winogradOutputTransform(_ m: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                              _ y: UnsafeMutablePointer<F8>) {
     if c.avx2 { return cwino_sandwich_4x6(c.at, floats(m), floats(y)) }
-    let at = c.at
-    for i in 0..<4 {
-        for x in 0..<6 {
-            var s = F8()
-            for r in 0..<6 { s += at[i * 6 + r] * m[r * 6 + x] }
-            t[i * 6 + x] = s
-        }
-    }
-    for i in 0..<4 {
-        for j in 0..<4 {
-            var s = F8()
-            for x in 0..<6 { s += t[i * 6 + x] * at[j * 6 + x] }
-            y[i * 4 + j] = s
-        }
-    }
+    winogradSandwich(c.at, p: 4, q: 6, m, t, y)
 }
 
 /// z = A dy Aᵀ: the adjoint of the output transform, a 4×4 output-gradient tile to the 6×6
@@ -221,19 +215,5 @@ func winogradOutputTransform(_ m: UnsafePointer<F8>, _ c: WinogradCoefficients, 
 func winogradOutputAdjoint(_ dy: UnsafePointer<F8>, _ c: WinogradCoefficients, _ t: UnsafeMutablePointer<F8>,
                            _ z: UnsafeMutablePointer<F8>) {
     if c.avx2 { return cwino_sandwich_6x4(c.a, floats(dy), floats(z)) }
-    let at = c.at
-    for a in 0..<6 {
-        for j in 0..<4 {
-            var s = F8()
-            for i in 0..<4 { s += at[i * 6 + a] * dy[i * 4 + j] }
-            t[a * 4 + j] = s
-        }
-    }
-    for a in 0..<6 {
-        for b in 0..<6 {
-            var s = F8()
-            for j in 0..<4 { s += t[a * 4 + j] * at[j * 6 + b] }
-            z[a * 6 + b] = s
-        }
-    }
+    winogradSandwich(c.a, p: 6, q: 4, dy, t, z)
 }
