@@ -53,8 +53,9 @@ public final class SSD300 {
         self.backend = backend
         self.priorsCxcy = Priors.centreSize()
         let w = configuration.width, norm = configuration.batchNorm
-        // Inside the network activations stay in the backend's preferred layout (nChw16c for
-        // oneDNN), with bias and ReLU fused into each convolution where the backend can.
+        // Inside the network activations stay in the backend's preferred layout (for oneDNN the
+        // blocked layout it picks on the host), with bias and ReLU fused into each convolution
+        // where the backend can.
         func conv(_ name: String, _ i: Int, _ o: Int, _ k: Int, stride: Int = 1, padding: Int = 0,
                   dilation: Int = 1) -> ConvBlock {
             ConvBlock(name, i, o, k, stride: stride, padding: padding, dilation: dilation, batchNorm: norm,

@@ -8,7 +8,7 @@ public struct SSDConfiguration: Equatable, Sendable {
     /// Classes including background (21 for Pascal VOC).
     public var classCount: Int
     /// Every convolution's channel count is VGG's divided by this (1 = the reference), but
-    /// at least 16, so every layer stays in oneDNN's blocked nChw16c layout.
+    /// at least 16, so every layer holds whole channel blocks of oneDNN's layouts (8 or 16).
     public var widthDivisor: Int
     /// Batch normalisation (then ReLU) after each base and auxiliary convolution — not in the
     /// reference; it lets the compact model learn without pretrained weights.

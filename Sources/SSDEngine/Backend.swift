@@ -4,7 +4,8 @@
 /// against). Another backend (cuDNN, Accelerate) would implement the same four entry points.
 ///
 /// Tensors crossing this interface are f32; weights are OIHW (PyTorch's layout); activations
-/// are NCHW or, where the backend prefers it (`preferredLayout`), blocked `nChw16c`, so that
+/// are NCHW or, where the backend prefers it (`preferredLayout`), blocked nChw{b}c with the
+/// block the backend picks for the host, so that
 /// consecutive layers hand each other data without reordering. A backend may keep still other
 /// layouts inside a kernel.
 public protocol Backend: AnyObject {

@@ -398,7 +398,7 @@ final class DNNLConvolutionBackward {
     }
 }
 
-/// Max pooling over NCHW or nChw16c data, with the workspace (arg-max positions) the backward needs.
+/// Max pooling over NCHW or blocked data, with the workspace (arg-max positions) the backward needs.
 final class DNNLMaxPooling: PoolingKernel {
     let shape: PoolingShape
     let layout: ActivationLayout
