@@ -137,7 +137,7 @@ public final class SSD300 {
     public var isTraining: Bool = true {
         didSet {
             for n in blocks.compactMap(\.norm) { n.isTraining = isTraining }
-            for c in blocks.map(\.conv) + headConvs { c.isTraining = isTraining }
+            for c in convolutions { c.isTraining = isTraining }
             for case let .pool(p) in baseSteps { p.isTraining = isTraining }
         }
     }
@@ -147,7 +147,7 @@ public final class SSD300 {
 
     /// The convolution algorithm of every layer; changing it re-plans at the next call.
     public func setAlgorithm(_ algorithm: ConvolutionAlgorithm) {
-        for c in blocks.map(\.conv) + headConvs { c.algorithm = algorithm }
+        for c in convolutions { c.algorithm = algorithm }
     }
 
     /// Forward pass on `images` (N, 3, 300, 300), normalised RGB. Returns the model's `locs`

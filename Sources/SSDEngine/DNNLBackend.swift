@@ -32,24 +32,34 @@ public final class DNNLBackend: Backend {
     }
 
     /// Asks oneDNN which layout it picks (`format_tag_any`) for the destination of a typical
-    /// 3×3 convolution (64 → 64 channels, 38×38) and maps it to a layout we can carry between
-    /// layers: nChw{b}c for the block it chose, NCHW if it chose something else.
+    /// convolution and maps it to a layout we can carry between layers: nChw{b}c for the block
+    /// it chose, NCHW if it chose something else.
     static func probeActivationLayout() -> ActivationLayout {
-        let shape = ConvolutionShape(batch: 1, inChannels: 64, outChannels: 64, inHeight: 38, inWidth: 38,
-                                     kernelSize: (3, 3), padding: (1, 1))
-        guard let descs = try? DNNLConvolutionDescs(shape, input: .nchw, output: .nchw) else { return .nchw }
-        var d = descs
-        var op = dnnl_convolution_desc_t()
-        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_direct, &d.anySrc,
-                                                         &d.anyWeights, &d.bias, &d.anyDst, d.strides, d.dilates, d.padL,
-                                                         d.padR) == dnnl_success,
-              let probe = try? DNNLPrimitive(opDesc: &op, what: "layout probe")
-        else { return .nchw }
-        let chosen = probe.queryDesc(dnnl_query_dst_md)
+        guard let pd = probeConvolution(dnnl_convolution_direct) else { return .nchw }
+        defer { dnnl_primitive_desc_destroy(pd) }
+        let chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0)!.pointee
         for layout in ActivationLayout.dnnlBlocked {
-            if let md = try? memoryDesc(shape.outputShape, layout), sameLayout(md, chosen) { return layout }
+            if let md = try? memoryDesc(probeShape.outputShape, layout), sameLayout(md, chosen) { return layout }
         }
         return .nchw
+    }
+
+    /// The typical 3×3 convolution the probes ask about (64 → 64 channels, 38×38).
+    private static let probeShape = ConvolutionShape(batch: 1, inChannels: 64, outChannels: 64, inHeight: 38, inWidth: 38,
+                                                     kernelSize: (3, 3), padding: (1, 1))
+
+    /// The primitive descriptor oneDNN gives a training forward of `probeShape` with `algorithm`
+    /// and free layouts, or nil where it has none (the caller destroys it). Only a descriptor:
+    /// no primitive is created, so nothing enters the kernel log.
+    private static func probeConvolution(_ algorithm: dnnl_alg_kind_t) -> dnnl_primitive_desc_t? {
+        guard var d = try? DNNLConvolutionDescs(probeShape, input: .nchw, output: .nchw) else { return nil }
+        var op = dnnl_convolution_desc_t()
+        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, algorithm, &d.anySrc, &d.anyWeights,
+                                                         &d.bias, &d.anyDst, d.strides, d.dilates, d.padL, d.padR) == dnnl_success
+        else { return nil }
+        var pd: dnnl_primitive_desc_t?
+        guard dnnl_primitive_desc_create(&pd, &op, nil, DNNLContext.shared.engine, nil) == dnnl_success else { return nil }
+        return pd
     }
 
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
@@ -84,16 +94,7 @@ public final class DNNLBackend: Backend {
     /// convolution on the host's activation layout). `SSD_WINOGRAD=ours` uses ours regardless.
     public static let oneDNNHasWinograd: Bool = {
         if ProcessInfo.processInfo.environment["SSD_WINOGRAD"] == "ours" { return false }
-        let shape = ConvolutionShape(batch: 1, inChannels: 64, outChannels: 64, inHeight: 38, inWidth: 38,
-                                     kernelSize: (3, 3), padding: (1, 1))
-        guard var d = try? DNNLConvolutionDescs(shape, input: .nchw, output: .nchw) else { return false }
-        var op = dnnl_convolution_desc_t()
-        guard dnnl_dilated_convolution_forward_desc_init(&op, dnnl_forward_training, dnnl_convolution_winograd, &d.anySrc,
-                                                         &d.anyWeights, &d.bias, &d.anyDst, d.strides, d.dilates, d.padL,
-                                                         d.padR) == dnnl_success
-        else { return false }
-        var pd: dnnl_primitive_desc_t?
-        guard dnnl_primitive_desc_create(&pd, &op, nil, DNNLContext.shared.engine, nil) == dnnl_success, let pd else { return false }
+        guard let pd = probeConvolution(dnnl_convolution_winograd) else { return false }
         dnnl_primitive_desc_destroy(pd)
         return true
     }()
