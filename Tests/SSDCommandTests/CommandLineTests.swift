@@ -3,36 +3,7 @@ import XCTest
 
 /// The `ssd` executable as a user meets it: help texts, usage errors, one-line errors naming
 /// the file, exit codes, and `ssd map` end to end.
-final class CommandLineTests: XCTestCase {
-    /// The `ssd` binary built beside this test bundle.
-    var binary: URL {
-        get throws {
-            var dir = Bundle(for: Self.self).bundleURL
-            for _ in 0..<4 {
-                let candidate = dir.appendingPathComponent("ssd")
-                if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-                dir = dir.deletingLastPathComponent()
-            }
-            throw XCTSkip("the ssd executable was not built beside the tests")
-        }
-    }
-
-    struct Outcome { let status: Int32; let output: String; let error: String }
-
-    func ssd(_ arguments: [String]) throws -> Outcome {
-        let process = Process()
-        process.executableURL = try binary
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile(), error = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
-                       error: String(decoding: error, as: UTF8.self))
-    }
-
+final class CommandLineTests: BinaryTestCase {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("SSDEvaluationTests/Fixtures")
 
