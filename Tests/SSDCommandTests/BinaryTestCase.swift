@@ -5,9 +5,11 @@ import XCTest
 /// Base of the tests that run the `ssd` executable as a user would: the binary built beside the
 /// test bundle, a scratch folder per test, and small data sets made on the fly.
 class BinaryTestCase: XCTestCase {
-    /// The `ssd` binary built beside this test bundle.
+    /// The `ssd` binary built beside this test bundle, or `$SSD_BINARY` (to run these tests
+    /// against another build, e.g. an older one, to see which cases it fails).
     var binary: URL {
         get throws {
+            if let path = ProcessInfo.processInfo.environment["SSD_BINARY"] { return URL(fileURLWithPath: path) }
             var dir = Bundle(for: Self.self).bundleURL
             for _ in 0..<4 {
                 let candidate = dir.appendingPathComponent("ssd")
