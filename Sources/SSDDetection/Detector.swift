@@ -78,8 +78,11 @@ public enum Detector {
         var found: [Detection] = []
         var order: [UInt64] = []
         var kept: [Float] = []  // boundary boxes kept so far in this class, four floats each
+        // A class keeps at most one box per prior, so a top k beyond that (a user's 10^10) means
+        // "all" and must not size any allocation.
+        let perClass = min(settings.topK, nPriors)
         order.reserveCapacity(nPriors)
-        kept.reserveCapacity(4 * settings.topK)
+        kept.reserveCapacity(4 * perClass)
         for c in 1..<classes {
             // Candidates keyed by descending score: a positive float's bits order as the float
             // does, so (inverted score bits, prior) keys order by score, ties by prior.
@@ -114,7 +117,7 @@ public enum Detector {
                 found.append(Detection(box: [x1, y1, x2, y2], label: c, score: probabilities[p * classes + c]))
                 // A class's later boxes all score below its `topK` kept ones: they can never
                 // enter the final top k, so stop here.
-                if kept.count == 4 * settings.topK { break }
+                if kept.count == 4 * perClass { break }
             }
         }
         if found.isEmpty { return [Detection(box: [0, 0, 1, 1], label: 0, score: 0)] }

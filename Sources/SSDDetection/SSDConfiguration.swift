@@ -28,9 +28,18 @@ public struct SSDConfiguration: Equatable, Sendable {
     /// VGG width `c` scaled down (never below 16 channels).
     func width(_ c: Int) -> Int { widthDivisor == 1 ? c : max(c / widthDivisor, 16) }
 
+    /// The most classes (background included) a configuration may have. The class scores of
+    /// SSD300 take 8732 × classes floats per image, and a file or a flag must never make us
+    /// allocate without bound: 10,000 is ten times LVIS's 1203 categories (≈ 350 MB of scores
+    /// per image), well past any detection data set in use.
+    public static let maximumClassCount = 10_000
+
     /// Throws unless the configuration can be built.
     public func validate() throws {
         guard classCount >= 2 else { throw ModelError.configuration("an SSD needs background plus at least one class, got \(classCount) classes") }
+        guard classCount <= Self.maximumClassCount else {
+            throw ModelError.configuration("\(classCount) classes is more than the \(Self.maximumClassCount) an SSD here may have")
+        }
         guard widthDivisor >= 1, 64 % widthDivisor == 0 else {
             throw ModelError.configuration("width divisor must divide 64 (1, 2, 4, 8, …), got \(widthDivisor)")
         }
@@ -58,8 +67,15 @@ public struct SSDConfiguration: Equatable, Sendable {
             throw ModelError.configuration("\(file.path): no 'n_classes' metadata and no pred_convs.cl_conv4_3.bias to infer it from")
         }
         self.init(classCount: classes, widthDivisor: try integer("width_divisor") ?? 1,
-                  batchNorm: try integer("batch_norm").map { $0 != 0 } ?? false)
-        try validate()
+                  batchNorm: try integer("batch_norm").map { flag in
+                      guard flag == 0 || flag == 1 else {
+                          throw ModelError.configuration("\(file.path): metadata 'batch_norm' must be 0 or 1, got \(flag)")
+                      }
+                      return flag == 1
+                  } ?? false)
+        do { try validate() } catch let ModelError.configuration(reason) {
+            throw ModelError.configuration("\(file.path): metadata: \(reason)")
+        }
     }
 }
 

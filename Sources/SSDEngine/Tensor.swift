@@ -191,6 +191,14 @@ public final class Tensor: @unchecked Sendable {
         return data[base + (y * shape[3] + x) * stride]
     }
 
+    /// Whether every element is finite (no NaN, no infinity). A product of zero with a
+    /// non-finite value stays NaN, so one multiply-add pass catches both.
+    public var isFinite: Bool {
+        var acc: Float = 0
+        for i in 0..<count { acc += data[i] * 0 }
+        return acc == 0
+    }
+
     /// Sum of squares, accumulated in Double: an L2 norm that does not depend on element order
     /// at f32 precision.
     public func squaredNorm() -> Double {

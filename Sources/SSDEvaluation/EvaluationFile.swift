@@ -47,6 +47,29 @@ public struct EvaluationFile {
                 return n.doubleValue
             }
         }
+        // Labels are class indices: whole numbers, read exactly (1.7 is not label 1, 1e300 is
+        // not a label at all), 1… for ground truth; detections may carry the reference's
+        // "nothing found" placeholder 0.
+        func labels(_ key: String, _ image: Int, _ value: Any, lowest: Int) throws -> [Int] {
+            try numbers(key, image, value).enumerated().map { j, v in
+                guard let label = Int(exactly: v), label >= lowest else {
+                    throw EvaluationError.invalid("\(path): '\(key)'[\(image)][\(j)]: \(v) is not a label (a whole number ≥ \(lowest))")
+                }
+                return label
+            }
+        }
+        func flags(_ key: String, _ image: Int, _ value: Any) throws -> [Bool] {
+            try numbers(key, image, value).enumerated().map { j, v in
+                guard v == 0 || v == 1 else { throw EvaluationError.invalid("\(path): '\(key)'[\(image)][\(j)]: \(v) is neither 0 nor 1") }
+                return v == 1
+            }
+        }
+        func scores(_ key: String, _ image: Int, _ value: Any) throws -> [Float] {
+            try numbers(key, image, value).enumerated().map { j, v in
+                guard v.isFinite else { throw EvaluationError.invalid("\(path): '\(key)'[\(image)][\(j)]: \(v) is not a finite score") }
+                return Float(v)
+            }
+        }
         let keys = ["true_boxes", "true_labels", "true_difficulties", "det_boxes", "det_labels", "det_scores"]
         let lists = try keys.map(list)
         guard Set(lists.map(\.count)).count == 1 else {
@@ -54,10 +77,10 @@ public struct EvaluationFile {
         }
         var truths: [EvaluationTruth] = [], detections: [EvaluationDetections] = []
         for i in 0..<lists[0].count {
-            let t = EvaluationTruth(boxes: try boxes(keys[0], i, lists[0][i]), labels: try numbers(keys[1], i, lists[1][i]).map { Int($0) },
-                                    difficult: try numbers(keys[2], i, lists[2][i]).map { $0 != 0 })
-            let d = EvaluationDetections(boxes: try boxes(keys[3], i, lists[3][i]), labels: try numbers(keys[4], i, lists[4][i]).map { Int($0) },
-                                         scores: try numbers(keys[5], i, lists[5][i]).map { Float($0) })
+            let t = EvaluationTruth(boxes: try boxes(keys[0], i, lists[0][i]), labels: try labels(keys[1], i, lists[1][i], lowest: 1),
+                                    difficult: try flags(keys[2], i, lists[2][i]))
+            let d = EvaluationDetections(boxes: try boxes(keys[3], i, lists[3][i]), labels: try labels(keys[4], i, lists[4][i], lowest: 0),
+                                         scores: try scores(keys[5], i, lists[5][i]))
             guard t.boxes.count == t.labels.count, t.labels.count == t.difficult.count else {
                 throw EvaluationError.invalid("\(path): image \(i): true_boxes, true_labels and true_difficulties differ in length")
             }
@@ -69,5 +92,20 @@ public struct EvaluationFile {
         }
         self.truths = truths
         self.detections = detections
+    }
+
+    /// Throws, naming the first entry, unless every label is at most `maximum` (the number of
+    /// classes without background).
+    public func requireLabels(atMost maximum: Int, path: String) throws {
+        for (i, t) in truths.enumerated() {
+            if let j = t.labels.firstIndex(where: { $0 > maximum }) {
+                throw EvaluationError.invalid("\(path): 'true_labels'[\(i)][\(j)]: label \(t.labels[j]) but only \(maximum) classes (labels 1…\(maximum); use --classes)")
+            }
+        }
+        for (i, d) in detections.enumerated() {
+            if let j = d.labels.firstIndex(where: { $0 > maximum }) {
+                throw EvaluationError.invalid("\(path): 'det_labels'[\(i)][\(j)]: label \(d.labels[j]) but only \(maximum) classes (labels 1…\(maximum); use --classes)")
+            }
+        }
     }
 }

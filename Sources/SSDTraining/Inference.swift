@@ -18,32 +18,103 @@ public struct PhotoDetections: Sendable {
     }
 }
 
+/// Why inference on a decoded photo failed.
+public enum InferenceError: Error, CustomStringConvertible {
+    /// The network gave NaN or infinite boxes or scores (weights that overflow).
+    case nonFiniteOutputs
+    public var description: String { "the model's outputs are not finite for this photo (are the weights sane?)" }
+}
+
+/// A photo `Inference.detect` could not process, and why (it names the file).
+public struct PhotoFailure: Error, CustomStringConvertible {
+    public var path: String
+    public var error: Error
+    public var description: String {
+        let text = "\(error)"
+        return text.contains(path) ? text : "\(path): \(text)"
+    }
+}
+
 /// The reference's `detect()` on image files: decode, resize to 300×300 (PIL's bilinear),
 /// normalise, forward in evaluation mode, per-class NMS; optionally dropping some classes.
 public enum Inference {
+    /// Detects objects in every file, `batchSize` photos per forward pass, and hands each
+    /// photo's outcome to `each` in file order: its detections, or a `PhotoFailure` (a photo that
+    /// cannot be decoded, or whose outputs are not finite) — one bad photo does not stop the
+    /// others. Only one full-size photo is held at a time: each is resized into the batch and
+    /// released at once, so memory does not grow with the photos' sizes times the batch.
     public static func detect(files: [URL], model: SSD300, settings: DetectionSettings, suppress: Set<Int> = [],
-                              batchSize: Int = 8, progress: (Int, Int) -> Void = { _, _ in }) throws -> [PhotoDetections] {
+                              batchSize: Int = 8, progress: (Int, Int) -> Void = { _, _ in },
+                              each: (Int, Result<PhotoDetections, PhotoFailure>) throws -> Void) throws {
         let wasTraining = model.isTraining
         model.isTraining = false
         defer { model.isTraining = wasTraining }
-        var results: [PhotoDetections] = []
-        let side = Augmentation.outputSize
-        for start in stride(from: 0, to: files.count, by: max(batchSize, 1)) {
-            let chunk = Array(files[start..<min(files.count, start + max(batchSize, 1))])
-            let images = try chunk.map { try ImageCodec.load($0) }
-            let batch = Tensor(shape: [chunk.count, 3, side, side])
-            for (i, image) in images.enumerated() {
-                Normalization.normalize(Resampler.resizeBilinear(image, width: side, height: side),
-                                        into: batch.data + i * 3 * side * side)
+        let side = Augmentation.outputSize, step = max(batchSize, 1)
+        var done = 0
+        for start in stride(from: 0, to: files.count, by: step) {
+            let chunk = Array(files[start..<min(files.count, start + step)])
+            // (index into files, width, height) of the photos that decoded, in order.
+            var decoded: [(index: Int, width: Int, height: Int)] = []
+            var failures: [Int: PhotoFailure] = [:]
+            let batch = Tensor(shape: [chunk.count, 3, side, side])  // (N, 3, 300, 300)
+            for (i, file) in chunk.enumerated() {
+                do {
+                    let image = try ImageCodec.load(file)
+                    Normalization.normalize(Resampler.resizeBilinear(image, width: side, height: side),
+                                            into: batch.data + decoded.count * 3 * side * side)
+                    decoded.append((start + i, image.width, image.height))
+                } catch {
+                    failures[start + i] = PhotoFailure(path: file.path, error: error)
+                }
             }
-            let (locs, scores) = try model.forward(batch)
-            let found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
-            for (i, image) in images.enumerated() {
+            var found: [[Detection]] = []
+            var finite: [Bool] = []
+            if !decoded.isEmpty {
+                let input = decoded.count == chunk.count ? batch : Tensor(viewing: batch, shape: [decoded.count, 3, side, side])
+                let (locs, scores) = try model.forward(input)  // (N, priors, 4), (N, priors, classes)
+                found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
+                // NaN scores select nothing and infinite offsets give infinite boxes: either way
+                // the photo's answer would be silently wrong, so it is reported instead.
+                let perLocs = locs.count / decoded.count, perScores = scores.count / decoded.count
+                finite = (0..<decoded.count).map { i in
+                    var acc: Float = 0
+                    for j in 0..<perLocs { acc += locs.data[i * perLocs + j] * 0 }
+                    for j in 0..<perScores { acc += scores.data[i * perScores + j] * 0 }
+                    return acc == 0
+                }
+            }
+            var next = 0
+            for index in start..<(start + chunk.count) {
+                if let failure = failures[index] {
+                    try each(index, .failure(failure))
+                    continue
+                }
+                let photo = decoded[next], outputsFinite = finite[next]
                 // Label 0 is the reference's "nothing found" placeholder: no detection.
-                let kept = found[i].filter { $0.label != 0 && !suppress.contains($0.label) }
-                results.append(PhotoDetections(path: chunk[i].path, width: image.width, height: image.height, detections: kept))
+                let kept = found[next].filter { $0.label != 0 && !suppress.contains($0.label) }
+                next += 1
+                if !outputsFinite || kept.contains(where: { !$0.score.isFinite || !$0.box.allSatisfy(\.isFinite) }) {
+                    try each(index, .failure(PhotoFailure(path: files[index].path, error: InferenceError.nonFiniteOutputs)))
+                    continue
+                }
+                try each(index, .success(PhotoDetections(path: files[index].path, width: photo.width, height: photo.height,
+                                                         detections: kept)))
             }
-            progress(results.count, files.count)
+            done += chunk.count
+            progress(done, files.count)
+        }
+    }
+
+    /// Detections for every file, in order; the first photo that fails stops it with its error.
+    public static func detect(files: [URL], model: SSD300, settings: DetectionSettings, suppress: Set<Int> = [],
+                              batchSize: Int = 8, progress: (Int, Int) -> Void = { _, _ in }) throws -> [PhotoDetections] {
+        var results: [PhotoDetections] = []
+        try detect(files: files, model: model, settings: settings, suppress: suppress, batchSize: batchSize,
+                   progress: progress) { _, outcome in
+            switch outcome {
+            case let .success(photo): results.append(photo)
+            case let .failure(failure): throw failure
+            }
         }
         return results
     }

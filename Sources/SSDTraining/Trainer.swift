@@ -40,15 +40,25 @@ public struct TrainingProgress: Sendable {
 }
 
 public enum TrainingError: Error, CustomStringConvertible, Equatable {
-    /// The loss became NaN or infinite; the last checkpoint written is kept as it was.
-    case nonFiniteLoss(iteration: Int, checkpoint: String)
+    /// The loss became NaN or infinite; the last checkpoint written is kept as it was
+    /// (`checkpoint` names it, nil when none was written yet).
+    case nonFiniteLoss(iteration: Int, checkpoint: String?)
+    /// A parameter or optimizer state became NaN or infinite (`tensor` names the first); nothing
+    /// is saved, and the last checkpoint written (if any) is kept as it was.
+    case nonFiniteState(iteration: Int, tensor: String, checkpoint: String?)
     case checkpoint(String)
     case data(String)
 
     public var description: String {
+        func last(_ checkpoint: String?) -> String {
+            checkpoint.map { "The last good checkpoint is \($0)" } ?? "No checkpoint was written by this run"
+        }
         switch self {
         case let .nonFiniteLoss(iteration, checkpoint):
-            return "the loss became non-finite at iteration \(iteration); stopped. The last good checkpoint is \(checkpoint)"
+            return "the loss became non-finite at iteration \(iteration); stopped (is the learning rate too high?). \(last(checkpoint))"
+        case let .nonFiniteState(iteration, tensor, checkpoint):
+            return "\(tensor) became non-finite by iteration \(iteration); stopped without saving it (is the learning rate too high?). "
+                + last(checkpoint)
         case let .checkpoint(m), let .data(m): return m
         }
     }
@@ -136,8 +146,19 @@ public final class Trainer {
 
     // MARK: Checkpoints
 
+    /// The name of the first model or optimizer tensor holding a NaN or an infinity, or nil.
+    public func firstNonFiniteTensor() -> String? {
+        for (name, tensor) in model.stateTensors + optimizer.stateTensors where !tensor.isFinite { return name }
+        return nil
+    }
+
     /// Writes weights, buffers, optimizer state and the run's metadata to `url`, atomically.
-    public func saveCheckpoint(to url: URL) throws {
+    /// Refuses (`nonFiniteState`) to write a state holding a NaN or an infinity, so a checkpoint
+    /// on disk is always one that training and detection can use.
+    public func saveCheckpoint(to url: URL, lastGood: String? = nil) throws {
+        if let name = firstNonFiniteTensor() {
+            throw TrainingError.nonFiniteState(iteration: iteration, tensor: name, checkpoint: lastGood)
+        }
         var metadata = model.configuration.metadata
         metadata["iteration"] = String(iteration)
         metadata["seed"] = String(options.seed)
@@ -160,6 +181,9 @@ public final class Trainer {
         }
         try model.load(file)
         for (name, tensor) in optimizer.stateTensors { try file.load(name, into: tensor) }
+        if let name = firstNonFiniteTensor() {
+            throw TrainingError.checkpoint("\(url.path): \(name) holds NaN or infinite values; this checkpoint cannot be continued")
+        }
         iteration = info.iteration
         optimizer.iteration = info.iteration
     }
@@ -179,7 +203,9 @@ public final class Trainer {
         let start = Date()
         var lastReport = Date(), imagesSinceReport = 0, rate = 0.0
         var sum = 0.0, sumConfidence = 0.0, sumLocalization = 0.0, count = 0
-        var lastCheckpoint = url.path
+        // The checkpoint on disk is this run's (a fresh run starts without one; a resumed run
+        // continues one), so it is the last good one if it exists.
+        var lastCheckpoint: String? = FileManager.default.fileExists(atPath: url.path) ? url.path : nil
         while iteration < options.iterations {
             let epoch = iteration / loader.batchCount
             let batches = loader.epoch(epoch, startingAt: iteration % loader.batchCount)
@@ -219,12 +245,43 @@ public final class Trainer {
                                           elapsedSeconds: now.timeIntervalSince(start)))
                 let stop = shouldStop()
                 if iteration % options.checkpointEvery == 0 || iteration == options.iterations || stop {
-                    try saveCheckpoint(to: url)
+                    try saveCheckpoint(to: url, lastGood: lastCheckpoint)
                     lastCheckpoint = url.path
                 }
                 if stop { return }
             }
         }
+    }
+}
+
+/// The JSON-lines training log.
+public enum TrainingLog {
+    /// Cuts the log at `url` back to the lines of iterations ≤ `iteration` (what a checkpoint
+    /// at that iteration had seen), dropping any torn last line; atomic. Returns how many lines
+    /// were dropped. A missing log is left missing.
+    @discardableResult
+    public static func truncate(_ url: URL, toIteration iteration: Int) throws -> Int {
+        guard FileManager.default.fileExists(atPath: url.path) else { return 0 }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw TrainingError.data("\(url.path): cannot read the log (\(error.localizedDescription))")
+        }
+        var kept = Data(), dropped = 0
+        for line in data.split(separator: 0x0A, omittingEmptySubsequences: true) {
+            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+               let i = object["iteration"] as? Int, i <= iteration {
+                kept.append(contentsOf: line)
+                kept.append(0x0A)
+            } else {
+                dropped += 1
+            }
+        }
+        if dropped > 0 {
+            do { try writeAtomically(kept, to: url) } catch {
+                throw TrainingError.data("\(url.path): cannot rewrite the log (\(error))")
+            }
+        }
+        return dropped
     }
 }
 

@@ -58,9 +58,57 @@ func requireExisting(_ path: String, what: String, folder: Bool = false) throws 
     if folder != isFolder.boolValue { throw UserError("\(path): expected a \(folder ? "folder" : "file") (\(what))") }
 }
 
-/// Creates `path` as a folder (and its parents) if needed.
+/// Creates `path` as a folder (and its parents) if needed; the error says which part of the
+/// path is in the way and why, in the system's words.
 func makeFolder(_ path: String) throws {
-    do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
-        throw UserError("\(path): cannot create the folder (\(error.localizedDescription))")
+    var built = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        built += "/" + part
+        var info = stat()
+        if stat(built, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFDIR else {
+                throw UserError("\(path): cannot create the folder: \(built) is a file, not a folder")
+            }
+            continue
+        }
+        if mkdir(built, 0o755) != 0 && errno != EEXIST {
+            throw UserError("\(path): cannot create the folder \(built) (\(String(cString: strerror(errno))))")
+        }
+    }
+}
+
+/// A file the command will write, checked before any long work starts: its folder exists (or is
+/// made) and takes new files, and it is not a folder. A symbolic link is followed, so the
+/// link's target is replaced and the link stays a link.
+func outputFile(_ path: String, what: String) throws -> URL {
+    var url = URL(fileURLWithPath: path)
+    var info = stat()
+    if lstat(url.path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK {
+        url = url.resolvingSymlinksInPath()
+    }
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+        throw UserError("\(path): is a folder, not a file (\(what))")
+    }
+    let folder = url.deletingLastPathComponent()
+    do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+        throw UserError("\(path): cannot create its folder \(folder.path) (\(what))")
+    }
+    // Probe with a real file: permission bits say nothing for root or a read-only file system.
+    let probe = folder.appendingPathComponent(".ssd-write-probe-\(getpid())-\(UUID().uuidString)")
+    let descriptor = open(probe.path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
+    guard descriptor >= 0 else {
+        throw UserError("\(path): cannot write in \(folder.path) (\(what): \(String(cString: strerror(errno))))")
+    }
+    close(descriptor)
+    unlink(probe.path)
+    return url
+}
+
+/// Throws unless every number is finite: JSON has no NaN or infinity, and a file that holds
+/// them is useless to whoever reads it.
+func requireFinite(_ values: [Double], _ what: String) throws {
+    if let bad = values.first(where: { !$0.isFinite }) {
+        throw UserError("\(what) holds a non-finite value (\(bad)); nothing written")
     }
 }

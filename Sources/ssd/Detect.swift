@@ -17,9 +17,9 @@ struct Detect: ParsableCommand {
     @Option(help: "Weights or checkpoint (safetensors).") var weights: String
     @Option(help: "Folder for the annotated images.") var out: String?
     @Option(help: "Write the detections here as JSON.") var json: String?
-    @Option(help: "Minimum class score of a detection.") var minScore: Float = 0.2
-    @Option(help: "NMS overlap threshold.") var maxOverlap: Float = 0.5
-    @Option(help: "Detections kept per image.") var topK: Int = 200
+    @Option(parsing: .unconditional, help: "Minimum class score of a detection.") var minScore: Float = 0.2
+    @Option(parsing: .unconditional, help: "NMS overlap threshold.") var maxOverlap: Float = 0.5
+    @Option(parsing: .unconditional, help: "Detections kept per image.") var topK: Int = 200
     @Option(help: "Comma-separated class names not to report.") var suppress: String?
     @Option(help: "TrueType font for the labels.") var font: String = FontRenderer.defaultPath
 
@@ -32,6 +32,13 @@ struct Detect: ParsableCommand {
     func run() throws {
         engine.apply()
         for path in images { try requireExisting(path, what: "image") }
+        // Outputs are checked before the model runs, so a typo costs nothing.
+        let jsonURL = try json.map { try outputFile($0, what: "--json") }
+        let outFolder = try out.map { folder -> URL in
+            try makeFolder(folder)
+            return try outputFile(URL(fileURLWithPath: folder).appendingPathComponent("annotated.png").path, what: "--out")
+                .deletingLastPathComponent()
+        }
         let (model, names) = try loadModel(weights, algorithm: engine.algorithm)
         var suppressed = Set<Int>()
         for name in (suppress ?? "").split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces).lowercased() }) {
@@ -41,29 +48,57 @@ struct Detect: ParsableCommand {
             suppressed.insert(index + 1)
         }
         let annotator = out == nil ? nil : try DetectionAnnotator(fontPath: font)
-        if let out { try makeFolder(out) }
+        let annotatedNames = Self.annotatedNames(for: images)
         let bar = ProgressBar(total: images.count, label: "detect")
-        let results = try Inference.detect(files: images.map { URL(fileURLWithPath: $0) }, model: model,
-                                           settings: DetectionSettings(minScore: minScore, maxOverlap: maxOverlap, topK: topK),
-                                           suppress: suppressed) { done, _ in bar.update(done) }
-        bar.finish()
-        var records: [[String: Any]] = []
-        for result in results {
-            var list: [[String: Any]] = []
-            for (i, d) in result.detections.enumerated() {
-                let box = result.pixelBox(i)
-                list.append(["box": box.map { Double($0) }, "label": names[d.label - 1], "score": Double(d.score)])
-            }
-            records.append(["image": result.path, "width": result.width, "height": result.height, "detections": list])
-            print("\(result.path): " + (list.isEmpty ? "nothing found" : result.detections.map {
-                String(format: "%@ %.2f", names[$0.label - 1], $0.score) }.joined(separator: ", ")))
-            if let out, let annotator {
-                try saveAnnotated(result, names: names, annotator: annotator, folder: URL(fileURLWithPath: out))
+        var records: [[String: Any]] = [], failures: [String] = []
+        try Inference.detect(files: images.map { URL(fileURLWithPath: $0) }, model: model,
+                             settings: DetectionSettings(minScore: minScore, maxOverlap: maxOverlap, topK: topK),
+                             suppress: suppressed, progress: { done, _ in bar.update(done) }) { index, outcome in
+            switch outcome {
+            case let .failure(failure):
+                failures.append(failure.description)
+                printError("skipped \(failure)")
+            case let .success(result):
+                var list: [[String: Any]] = []
+                for (i, d) in result.detections.enumerated() {
+                    list.append(["box": result.pixelBox(i).map { Double($0) }, "label": names[d.label - 1], "score": Double(d.score)])
+                }
+                var record: [String: Any] = ["image": result.path, "width": result.width, "height": result.height, "detections": list]
+                print("\(result.path): " + (list.isEmpty ? "nothing found" : result.detections.map {
+                    String(format: "%@ %.2f", names[$0.label - 1], $0.score) }.joined(separator: ", ")))
+                if let outFolder, let annotator {
+                    let file = outFolder.appendingPathComponent(annotatedNames[index])
+                    do {
+                        try saveAnnotated(result, names: names, annotator: annotator, to: file)
+                        record["annotated"] = file.path
+                    } catch {
+                        failures.append("\(result.path): cannot write \(file.path) (\(error))")
+                        printError("skipped \(failures.last!)")
+                    }
+                }
+                records.append(record)
             }
         }
-        if let json {
+        bar.finish()
+        if let jsonURL {
             let data = try JSONSerialization.data(withJSONObject: records, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-            try writeAtomically(data, to: URL(fileURLWithPath: json))
+            try writeAtomically(data, to: jsonURL)
+        }
+        if !failures.isEmpty {
+            throw UserError("\(failures.count) of \(images.count) images failed (the others' results were written): "
+                            + failures.joined(separator: "; "))
+        }
+    }
+
+    /// The annotated file name of each input: NAME_detections.png, and for inputs that share a
+    /// base name (a/x.jpg, b/x.jpg), NAME_2_detections.png… in input order, so none overwrites another.
+    static func annotatedNames(for paths: [String]) -> [String] {
+        var seen: [String: Int] = [:]
+        return paths.map { path in
+            let base = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+            let n = (seen[base] ?? 0) + 1
+            seen[base] = n
+            return n == 1 ? "\(base)_detections.png" : "\(base)_\(n)_detections.png"
         }
     }
 }

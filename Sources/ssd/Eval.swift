@@ -32,6 +32,10 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         engine.apply()
+        // Outputs are checked before the model runs, so a typo costs nothing.
+        let jsonURL = try json.map { try outputFile($0, what: "--json") }
+        let chart = try (plot ?? json.map { URL(fileURLWithPath: $0).deletingPathExtension().path + "_ap.png" })
+            .map { try outputFile($0, what: "--plot") }
         let (model, names) = try loadModel(weights, algorithm: engine.algorithm)
         let list: DataList
         if let voc {
@@ -42,7 +46,9 @@ struct Eval: ParsableCommand {
             list = report.test
         } else {
             try requireExisting(data!, what: "--data", folder: true)
-            list = try DataLists.read(split: "TEST", from: URL(fileURLWithPath: data!))
+            let folder = URL(fileURLWithPath: data!)
+            list = try relabel(DataLists.read(split: "TEST", from: folder),
+                               from: folder.appendingPathComponent("label_map.json"), to: names)
         }
         guard !list.images.isEmpty else { throw UserError("\(voc ?? data!): the test list is empty") }
         let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test), batchSize: batchSize, shuffle: false)
@@ -54,11 +60,41 @@ struct Eval: ParsableCommand {
         printAPTable(names: names, result: result.scores)
         printError(String(format: "%d images; per image: forward %.1f ms, detection post-processing %.2f ms", result.images,
                           result.forwardMillisecondsPerImage, result.postProcessingMillisecondsPerImage))
-        if let json { try writeAPJSON(names: names, result: result.scores, to: json) }
-        let chart = plot ?? json.map { URL(fileURLWithPath: $0).deletingPathExtension().path + "_ap.png" }
+        if let jsonURL { try writeAPJSON(names: names, result: result.scores, to: jsonURL.path) }
         if let chart {
-            try Plots.averagePrecisions(names: names, result: result.scores, to: URL(fileURLWithPath: chart))
-            print("AP chart: \(chart)")
+            try Plots.averagePrecisions(names: names, result: result.scores, to: chart)
+            print("AP chart: \(chart.path)")
         }
     }
+}
+
+/// `list` with its labels (numbered by the label map at `labelMapURL`) renumbered to the model's
+/// classes `names`, matched by name: lists and checkpoint may number the same classes
+/// differently. A class on one side only, or a label outside the list's map, is an error.
+func relabel(_ list: DataList, from labelMapURL: URL, to names: [String]) throws -> DataList {
+    guard FileManager.default.fileExists(atPath: labelMapURL.path) else {
+        throw UserError("\(labelMapURL.path): missing; it says which class each label of the lists is (ssd create-data-lists writes it)")
+    }
+    let map = try DataLists.readLabelMap(labelMapURL)
+    let model = names.map { $0.lowercased().trimmingCharacters(in: .whitespacesAndNewlines) }
+    let onlyInLists = map.classes.filter { !model.contains($0) }, onlyInModel = model.filter { !map.classes.contains($0) }
+    guard onlyInLists.isEmpty, onlyInModel.isEmpty else {
+        var parts: [String] = []
+        if !onlyInLists.isEmpty { parts.append("the lists have \(onlyInLists.joined(separator: ", ")), which the model lacks") }
+        if !onlyInModel.isEmpty { parts.append("the model has \(onlyInModel.joined(separator: ", ")), which the lists lack") }
+        throw UserError("\(labelMapURL.path): classes differ from the model's: " + parts.joined(separator: "; "))
+    }
+    // newLabel[l] is the model's label of the lists' label l.
+    let newLabel = [0] + map.classes.map { model.firstIndex(of: $0)! + 1 }
+    var relabelled = list
+    for (i, objects) in list.objects.enumerated() {
+        relabelled.objects[i].labels = try objects.labels.enumerated().map { j, label in
+            guard label >= 1 && label < newLabel.count else {
+                throw UserError("\(labelMapURL.deletingLastPathComponent().appendingPathComponent("TEST_objects.json").path): "
+                                + "[\(i)].labels[\(j)]: label \(label) is not in label_map.json (1…\(map.classes.count))")
+            }
+            return newLabel[label]
+        }
+    }
+    return relabelled
 }

@@ -35,10 +35,7 @@ struct MapCommand: ParsableCommand {
     func run() throws {
         let names = classes.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? LabelMap.voc.classes
         let file = try EvaluationFile(url: URL(fileURLWithPath: input))
-        let maxLabel = (file.truths.flatMap(\.labels) + file.detections.flatMap(\.labels)).max() ?? 0
-        guard maxLabel <= names.count else {
-            throw ValidationError("\(input): label \(maxLabel) but only \(names.count) class names (use --classes)")
-        }
+        try file.requireLabels(atMost: names.count, path: input)
         let result = try MeanAveragePrecision.compute(truths: file.truths, detections: file.detections,
                                                       classCount: names.count + 1, metric: metric)
         printAPTable(names: names, result: result)
@@ -60,6 +57,7 @@ func printAPTable(names: [String], result: APResult) {
 func writeAPJSON(names: [String], result: APResult, to path: String) throws {
     var aps: [String: Double] = [:]
     for (name, ap) in zip(names, result.averagePrecisions) { aps[name] = Double(ap) }
+    try requireFinite([Double(result.meanAveragePrecision)] + result.averagePrecisions.map(Double.init), "the AP table")
     let object: [String: Any] = ["mAP": Double(result.meanAveragePrecision), "APs": aps, "metric": result.metric.rawValue]
     let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     try writeAtomically(data, to: URL(fileURLWithPath: path))

@@ -11,6 +11,7 @@ import SSDTraining
 func loadModel(_ path: String, algorithm: ConvolutionAlgorithm) throws -> (model: SSD300, classNames: [String]) {
     try requireExisting(path, what: "weights")
     let model = try SSD300.load(contentsOf: URL(fileURLWithPath: path), algorithm: algorithm)
+    try requireFiniteWeights(model, from: path)
     let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
     let names = try classNames(from: file, classCount: model.classCount)
     return (model, names)
@@ -28,4 +29,12 @@ func classNames(from file: SafetensorsFile, classCount: Int) throws -> [String] 
         throw UserError("\(file.path): \(classCount - 1) classes but no class names in its metadata")
     }
     return LabelMap.voc.classes
+}
+
+/// Throws, naming the first tensor, unless every weight and buffer of `model` is finite: NaN
+/// weights detect nothing and infinite ones detect nonsense, both without a word otherwise.
+func requireFiniteWeights(_ model: SSD300, from path: String) throws {
+    if let (name, _) = model.stateTensors.first(where: { !$0.1.isFinite }) {
+        throw UserError("\(path): \(name) holds NaN or infinite values; these weights cannot be used")
+    }
 }

@@ -42,12 +42,18 @@ enum Plots {
 /// Draws `photo`'s detections on the photo (the reference's boxes and labels) and writes it to
 /// `folder` as NAME_detections.png.
 func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: DetectionAnnotator, folder: URL) throws {
+    let name = URL(fileURLWithPath: photo.path).deletingPathExtension().lastPathComponent + "_detections.png"
+    try saveAnnotated(photo, names: names, annotator: annotator, to: folder.appendingPathComponent(name))
+}
+
+/// Draws `photo`'s detections on the photo (decoded again: inference keeps no full-size photo)
+/// and writes it to `file` as PNG.
+func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: DetectionAnnotator, to file: URL) throws {
     let drawn = photo.detections.indices.map { i -> DetectionAnnotation in
         let b = photo.pixelBox(i), d = photo.detections[i]
         return DetectionAnnotation(xMin: Double(b[0]), yMin: Double(b[1]), xMax: Double(b[2]), yMax: Double(b[3]),
                                    label: d.label, name: names[d.label - 1], score: Double(d.score))
     }
     let image = try ImageCodec.load(URL(fileURLWithPath: photo.path))
-    let name = URL(fileURLWithPath: photo.path).deletingPathExtension().lastPathComponent + "_detections.png"
-    try ImageCodec.save(annotator.annotated(image, with: drawn), to: folder.appendingPathComponent(name))
+    try ImageCodec.save(annotator.annotated(image, with: drawn), to: file)
 }

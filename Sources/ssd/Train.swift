@@ -38,48 +38,61 @@ struct Train: ParsableCommand {
     @Option(help: "Folder for the checkpoint, log and plots.")
     var output: String = "runs/ssd300"
 
-    @Option(help: "Images per batch.") var batchSize: Int = 8
-    @Option(help: "Training iterations (batches).") var iterations: Int = 120_000
-    @Option(help: "sgd (the reference) or adam (cosine decay).") var optimizer: OptimizerKind = .sgd
-    @Option(help: "Learning rate.") var lr: Float = 1e-3
-    @Option(help: "Bias learning rate multiplier (SGD).") var biasLrMultiplier: Float = 2
-    @Option(help: "Momentum (SGD).") var momentum: Float = 0.9
-    @Option(help: "Weight decay.") var weightDecay: Float = 5e-4
+    @Option(parsing: .unconditional, help: "Images per batch (default 8; a resumed run keeps its checkpoint's).")
+    var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Training iterations (batches).") var iterations: Int = 120_000
+    @Option(help: "sgd (the reference) or adam (cosine decay); default sgd, a resumed run keeps its checkpoint's.")
+    var optimizer: OptimizerKind?
+    @Option(parsing: .unconditional, help: "Learning rate.") var lr: Float = 1e-3
+    @Option(parsing: .unconditional, help: "Bias learning rate multiplier (SGD).") var biasLrMultiplier: Float = 2
+    @Option(parsing: .unconditional, help: "Momentum (SGD), in [0, 1).") var momentum: Float = 0.9
+    @Option(parsing: .unconditional, help: "Weight decay.") var weightDecay: Float = 5e-4
     @Option(parsing: .upToNextOption, help: "Iterations at which the SGD learning rate is multiplied by --decay-factor.")
     var decayAt: [Int] = [80_000, 100_000]
-    @Option(help: "Learning rate decay factor (SGD).") var decayFactor: Float = 0.1
-    @Option(help: "Clamp every gradient element to ±this (the reference's clip_gradient).") var gradientClip: Float?
+    @Option(parsing: .unconditional, help: "Learning rate decay factor (SGD), in (0, 1].") var decayFactor: Float = 0.1
+    @Option(parsing: .unconditional, help: "Clamp every gradient element to ±this (the reference's clip_gradient).") var gradientClip: Float?
     @Option(help: "Localisation loss: l1 (the reference) or smooth-l1 (the paper).") var localizationLoss: LocalizationLoss = .l1
-    @Option(help: "Divide VGG's channel widths by this (1 = the reference SSD300).") var widthDivisor: Int = 1
+    @Option(parsing: .unconditional, help: "Divide VGG's channel widths by this (1 = the reference SSD300).") var widthDivisor: Int = 1
     @Flag(help: "Batch normalisation after each base and auxiliary convolution.") var batchNorm = false
-    @Option(help: "Seed of the data order and augmentations (and of new layers' initialisation).") var seed: UInt64 = 0
-    @Option(help: "Write a checkpoint every this many iterations.") var checkpointEvery: Int = 1000
-    @Option(help: "Write a log line every this many iterations.") var logEvery: Int = 10
-    @Option(help: "Threads preparing batches.") var workers: Int = 2
+    @Option(help: "Seed of the data order and augmentations (and of new layers' initialisation); default 0, a resumed run keeps its checkpoint's.")
+    var seed: UInt64?
+    @Option(parsing: .unconditional, help: "Write a checkpoint every this many iterations.") var checkpointEvery: Int = 1000
+    @Option(parsing: .unconditional, help: "Write a log line every this many iterations.") var logEvery: Int = 10
+    @Option(parsing: .unconditional, help: "Threads preparing batches.") var workers: Int = 2
+    @Flag(help: "Start afresh in an --output folder that holds an earlier run, replacing its checkpoint, log and plot.")
+    var overwrite = false
     @Option(help: "Training augmentation: reference (photometric, expand, crop, flip) or flip.")
     var augmentation: TrainingAugmentation = .reference
 
     func validate() throws {
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if iterations < 1 { throw ValidationError("--iterations must be at least 1") }
-        if !(lr > 0) { throw ValidationError("--lr must be positive") }
+        if !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a finite positive number, got \(lr)") }
+        if !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1), got \(momentum)") }
+        if !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be finite and at least 0, got \(weightDecay)") }
+        if !(decayFactor > 0 && decayFactor <= 1) { throw ValidationError("--decay-factor must be in (0, 1], got \(decayFactor)") }
+        if !(biasLrMultiplier >= 0 && biasLrMultiplier.isFinite) {
+            throw ValidationError("--bias-lr-multiplier must be finite and at least 0, got \(biasLrMultiplier)")
+        }
+        if let bad = decayAt.first(where: { $0 < 1 }) { throw ValidationError("--decay-at iterations must be at least 1, got \(bad)") }
+        if widthDivisor < 1 { throw ValidationError("--width-divisor must be at least 1") }
         if checkpointEvery < 1 || logEvery < 1 { throw ValidationError("--checkpoint-every and --log-every must be at least 1") }
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
-        if let gradientClip, !(gradientClip > 0) { throw ValidationError("--gradient-clip must be positive") }
+        if let gradientClip, !(gradientClip > 0 && gradientClip.isFinite) { throw ValidationError("--gradient-clip must be a finite positive number") }
         if resume != nil && weights != nil { throw ValidationError("--resume and --weights contradict each other: a checkpoint has its own weights") }
     }
 
     var options: TrainingOptions {
         var o = TrainingOptions()
-        o.batchSize = batchSize
+        o.batchSize = batchSize ?? 8
         o.iterations = iterations
-        o.optimizer = optimizer
+        o.optimizer = optimizer ?? .sgd
         o.sgd = SGDConfiguration(learningRate: lr, biasLearningRateMultiplier: biasLrMultiplier, momentum: momentum,
                                  weightDecay: weightDecay, decayIterations: decayAt, decayFactor: decayFactor,
                                  gradientClip: gradientClip)
         o.adam = AdamConfiguration(learningRate: lr, weightDecay: weightDecay, totalIterations: iterations,
                                    warmupIterations: min(200, iterations / 20))
-        o.seed = seed
+        o.seed = seed ?? 0
         o.checkpointEvery = checkpointEvery
         o.logEvery = logEvery
         o.localization = localizationLoss
@@ -93,16 +106,21 @@ struct Train: ParsableCommand {
         let list = try DataLists.read(split: "TRAIN", from: folder)
         let labelMap = try DataLists.readLabelMap(folder.appendingPathComponent("label_map.json"))
         let classNames = labelMap.classes
-        guard !list.images.isEmpty else { throw UserError("\(data): the training list is empty") }
-        guard list.images.count >= batchSize else {
-            throw UserError("\(data): \(list.images.count) training images, fewer than one batch of \(batchSize)")
-        }
         var configuration = SSDConfiguration(classCount: classNames.count + 1, widthDivisor: widthDivisor, batchNorm: batchNorm)
         var options = self.options
         if let resume {
             try requireExisting(resume, what: "--resume")
             let info = try CheckpointInfo(url: URL(fileURLWithPath: resume))
             // The checkpoint decides what it can continue: its model, optimizer, batch and seed.
+            // A flag that says otherwise is a mistake, not a wish to be ignored.
+            var conflicts: [String] = []
+            if let batchSize, batchSize != info.batchSize { conflicts.append("--batch-size \(batchSize) (checkpoint: \(info.batchSize))") }
+            if let seed, seed != info.seed { conflicts.append("--seed \(seed) (checkpoint: \(info.seed))") }
+            if let optimizer, optimizer != info.optimizer { conflicts.append("--optimizer \(optimizer.rawValue) (checkpoint: \(info.optimizer.rawValue))") }
+            guard conflicts.isEmpty else {
+                throw UserError("\(resume): a resumed run keeps its checkpoint's batch size, seed and optimizer; drop "
+                                + conflicts.joined(separator: ", "))
+            }
             configuration = info.configuration
             options.optimizer = info.optimizer
             options.batchSize = info.batchSize
@@ -110,7 +128,16 @@ struct Train: ParsableCommand {
             guard info.classNames.isEmpty || info.classNames == classNames else {
                 throw UserError("\(resume): trained on classes \(info.classNames), --data has \(classNames)")
             }
+            guard info.iteration < iterations else {
+                throw UserError("\(resume): already at iteration \(info.iteration), --iterations is \(iterations): nothing to do "
+                                + "(raise --iterations to train further)")
+            }
         }
+        guard !list.images.isEmpty else { throw UserError("\(data): the training list is empty") }
+        guard list.images.count >= options.batchSize else {
+            throw UserError("\(data): \(list.images.count) training images, fewer than one batch of \(options.batchSize)")
+        }
+        let run = try RunFolder(path: output, resume: resume, overwrite: overwrite)
         let model = try SSD300(configuration: configuration, algorithm: engine.algorithm, seed: options.seed)
         if let weights { try loadInitialWeights(weights, into: model) }
         let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .train, augmentation: augmentation), batchSize: options.batchSize,
@@ -120,16 +147,13 @@ struct Train: ParsableCommand {
             try trainer.resume(from: URL(fileURLWithPath: resume))
             printError("resuming at iteration \(trainer.iteration) of \(options.iterations)")
         }
-        try makeFolder(output)
-        let out = URL(fileURLWithPath: output)
-        let checkpoint = out.appendingPathComponent("checkpoint.safetensors")
-        let log = out.appendingPathComponent("train_log.jsonl")
+        try run.prepare(resumingAt: resume == nil ? nil : trainer.iteration)
         printError("training \(configuration) on \(list.images.count) images, \(loader.batchCount) batches an epoch; "
-                   + "writing \(checkpoint.path)")
+                   + "writing \(run.checkpoint.path)")
         signal(SIGINT) { _ in interruptRequested = true }
         let bar = ProgressBar(total: options.iterations, label: "train")
         do {
-            try trainer.run(checkpoint: checkpoint, log: log, shouldStop: { interruptRequested }) { p in
+            try trainer.run(checkpoint: run.checkpoint, log: run.log, shouldStop: { interruptRequested }) { p in
                 bar.update(p.iteration, detail: String(format: "loss %.3f lr %.1e %.1f img/s", p.loss, p.learningRate, p.imagesPerSecond))
             }
         } catch let error as TrainingError {
@@ -137,10 +161,85 @@ struct Train: ParsableCommand {
             throw UserError(error.description)
         }
         bar.finish()
-        if interruptRequested { printError("interrupted: checkpoint written at iteration \(trainer.iteration); continue with --resume \(checkpoint.path)") }
-        try Plots.lossCurve(log: log, to: out.appendingPathComponent("loss.png"))
-        print("checkpoint: \(checkpoint.path)\nlog: \(log.path)\nloss plot: \(out.appendingPathComponent("loss.png").path)")
+        try Plots.lossCurve(log: run.log, to: run.plot)
+        if interruptRequested {
+            printError("interrupted: checkpoint written at iteration \(trainer.iteration); continue with --resume \(run.checkpoint.path)")
+            throw ExitCode(130)  // as a shell reports a process stopped by SIGINT
+        }
+        var written = ["checkpoint: \(run.checkpoint.path)", "log: \(run.log.path)"]
+        if FileManager.default.fileExists(atPath: run.plot.path) { written.append("loss plot: \(run.plot.path)") }
+        print(written.joined(separator: "\n"))
     }
+}
+
+/// The files of a training run in its --output folder, and the rules that keep an earlier run's
+/// safe: a fresh run does not start over one (unless --overwrite), a resumed run cuts the log
+/// back to its checkpoint, and temporary files left by a killed run are removed.
+struct RunFolder {
+    let folder: URL
+    let checkpoint: URL, log: URL, plot: URL
+    let resume: String?
+    let overwrite: Bool
+
+    init(path: String, resume: String?, overwrite: Bool) throws {
+        folder = URL(fileURLWithPath: path)
+        checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
+        log = folder.appendingPathComponent("train_log.jsonl")
+        plot = folder.appendingPathComponent("loss.png")
+        self.resume = resume
+        self.overwrite = overwrite
+        let existing = [checkpoint, log].filter { FileManager.default.fileExists(atPath: $0.path) }
+        guard !existing.isEmpty, !overwrite else { return }
+        if let resume {
+            // Continuing this folder's own checkpoint is what --resume is for; writing over
+            // another run's files is not.
+            guard sameFile(resume, checkpoint.path) || !FileManager.default.fileExists(atPath: checkpoint.path) else {
+                throw UserError("\(path): holds another run's checkpoint; resume from \(checkpoint.path), choose another --output, "
+                                + "or give --overwrite to replace it")
+            }
+        } else {
+            throw UserError("\(path): holds an earlier run (\(existing.map(\.lastPathComponent).joined(separator: ", "))); "
+                            + "continue it with --resume \(checkpoint.path), choose another --output, or give --overwrite to start afresh")
+        }
+    }
+
+    /// Makes the folder, removes what a killed run left, and sets the log up: emptied for a
+    /// fresh run (--overwrite), cut back to `iteration` for a resumed one.
+    func prepare(resumingAt iteration: Int?) throws {
+        try makeFolder(folder.path)
+        removeStaleTemporaries()
+        if let iteration {
+            let dropped = try TrainingLog.truncate(log, toIteration: iteration)
+            if dropped > 0 { printError("\(log.path): dropped \(dropped) log lines past the checkpoint's iteration \(iteration)") }
+        } else if overwrite {
+            for file in [checkpoint, log, plot] where FileManager.default.fileExists(atPath: file.path) {
+                do { try FileManager.default.removeItem(at: file) } catch {
+                    throw UserError("\(file.path): cannot remove it for --overwrite (\(error.localizedDescription))")
+                }
+            }
+        }
+    }
+
+    /// Atomic writes go through `.NAME.tmp-PID` files; a run killed mid-write (kill -9, power
+    /// loss) leaves one behind. Those of processes no longer alive are removed.
+    func removeStaleTemporaries() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return }
+        for name in names where name.hasPrefix(".") {
+            guard let range = name.range(of: ".tmp-", options: .backwards),
+                  let pid = Int32(name[range.upperBound...]), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+                printError("removed \(name), left in \(folder.path) by a run that was killed while writing")
+            }
+        }
+    }
+}
+
+/// Whether two paths name the same file (same device and inode), following links.
+func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
 }
 
 /// Loads every tensor of `path` that the model has (same name, same shape), e.g. a converted
@@ -154,5 +253,6 @@ func loadInitialWeights(_ path: String, into model: SSD300) throws {
         loaded += 1
     }
     guard loaded > 0 else { throw UserError("\(path): none of its tensors is a parameter of this model") }
+    try requireFiniteWeights(model, from: path)
     printError("initialised \(loaded) of \(model.stateTensors.count) tensors from \(path)")
 }

@@ -44,15 +44,16 @@ class BinaryTestCase: XCTestCase {
             DispatchQueue.global().asyncAfter(deadline: .now() + signalAfter) { kill(process.processIdentifier, signal) }
         }
         // Read both pipes concurrently so a chatty child cannot block on a full pipe.
-        var errorData = Data()
+        final class Box: @unchecked Sendable { var data = Data() }
+        let errorData = Box()
         let group = DispatchGroup()
         group.enter()
-        DispatchQueue.global().async { errorData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async { errorData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
         let output = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         process.waitUntilExit()
         return Outcome(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
-                       error: String(decoding: errorData, as: UTF8.self))
+                       error: String(decoding: errorData.data, as: UTF8.self))
     }
 
     /// A fresh scratch folder, removed after the test.
