@@ -41,6 +41,11 @@ public enum Evaluator {
             var t = Date()
             let (locs, scores) = try model.forward(batch.images)
             forwardSeconds += Date().timeIntervalSince(t)
+            // NaN scores would select nothing and the mAP would quietly read 0.
+            guard locs.isFinite, scores.isFinite else {
+                let first = batch.indices.first.map { loader.dataset.list.images[$0] } ?? "?"
+                throw TrainingError.data("the model's outputs are not finite on the batch of \(first) (are the weights sane?)")
+            }
             t = Date()
             let detections = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
             postSeconds += Date().timeIntervalSince(t)

@@ -91,6 +91,8 @@ final class HostileRunTests: BinaryTestCase {
         assertCleanFailure(outcome, mentions: [photo.path, "not finite"])
         XCTAssertFalse(outcome.all.contains("NSCocoaErrorDomain"), outcome.all)
         XCTAssertFalse(outcome.output.contains("nothing found"), "no silent 'nothing found': \(outcome.all)")
+        let eval = try ssd(["eval", "--voc", dir.appendingPathComponent("voc").path, "--weights", huge.path])
+        assertCleanFailure(eval, mentions: ["not finite"])
     }
 
     // MARK: detect
