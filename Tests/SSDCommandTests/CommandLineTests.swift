@@ -15,7 +15,7 @@ final class CommandLineTests: BinaryTestCase {
         }
         let train = try ssd(["train", "--help"]).output
         for flag in ["--data", "--weights", "--resume", "--batch-size", "--lr", "--momentum", "--weight-decay", "--iterations",
-                     "--decay-at", "--checkpoint-every", "--optimizer"] {
+                     "--decay-at", "--checkpoint-every", "--optimizer", "--overwrite"] {
             XCTAssertTrue(train.contains(flag), "ssd train --help shows \(flag)")
         }
         let detect = try ssd(["detect", "--help"]).output
