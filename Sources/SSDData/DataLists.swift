@@ -104,6 +104,7 @@ public enum DataLists {
         }
         func read(_ roots: [URL], _ split: String) throws -> (entries: [Entry], listed: Int, skippedFrom: Int) {
             var entries: [Entry] = []
+            var candidates: [(annotation: URL, image: URL)] = []
             var seen: [String: (file: String, line: Int)] = [:]
             var listed = 0
             let skippedFrom = skipped.count
@@ -121,13 +122,23 @@ public enum DataLists {
                         continue
                     }
                     seen[imageURL.path] = (splitFile, line)
-                    do {
-                        let annotation = try VOC.parseAnnotation(annotationURL)
-                        try checkImage(imageURL, against: annotation, annotationPath: annotationURL.path)
-                        entries.append((imageURL, annotationURL.path, annotation))
-                    } catch let error as DataError {
-                        try skip(annotationURL.path, error)
-                    }
+                    candidates.append((annotationURL, imageURL))
+                }
+            }
+            // Parsing and decoding are independent per image: spread them over the cores, then
+            // keep the results in list order.
+            let results = concurrentMap(candidates) { candidate in
+                Result<VOCAnnotation, Error> {
+                    let annotation = try VOC.parseAnnotation(candidate.annotation)
+                    try checkImage(candidate.image, against: annotation, annotationPath: candidate.annotation.path)
+                    return annotation
+                }
+            }
+            for (candidate, result) in zip(candidates, results) {
+                switch result {
+                case let .success(annotation): entries.append((candidate.image, candidate.annotation.path, annotation))
+                case let .failure(error as DataError): try skip(candidate.annotation.path, error)
+                case let .failure(error): throw error
                 }
             }
             return (entries, listed, skippedFrom)
@@ -177,6 +188,17 @@ public enum DataLists {
             try requireContent(test, what: "the test list (split '\(testSplit)')", skipped: testSkipped, listed: testRead.listed)
         }
         return DataListsReport(labelMap: labelMap, train: train, test: test, skipped: skipped)
+    }
+
+    /// `transform` of every element, computed on all cores, in the order of `items`.
+    static func concurrentMap<T, R>(_ items: [T], _ transform: (T) -> R) -> [R] {
+        guard items.count > 1 else { return items.map(transform) }
+        var results = [R?](repeating: nil, count: items.count)
+        results.withUnsafeMutableBufferPointer { slots in
+            let base = slots.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: items.count) { i in (base + i).pointee = transform(items[i]) }
+        }
+        return results.map { $0! }
     }
 
     /// Checks that the image file is a complete JPEG or PNG, of the annotation's `<size>` when it

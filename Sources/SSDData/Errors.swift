@@ -81,7 +81,7 @@ func fileKind(_ mode: mode_t) -> String {
 /// `DataError.unreadableFile` naming the path and saying why in words: no such file,
 /// permission denied, not a regular file (a folder, a device such as `/dev/zero`, a FIFO —
 /// refused without reading or waiting for a writer), or larger than `limit`.
-func readFile(_ url: URL, limit: Int) throws -> Data {
+public func readFile(_ url: URL, limit: Int) throws -> Data {
     let path = url.path
     // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
     let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)

@@ -237,6 +237,7 @@ final class XMLTreeBuilder: NSObject, XMLParserDelegate {
     /// The root of `data`'s tree; a `DataError.badAnnotation` on field "(document)" naming the
     /// line and what is wrong if the document is not well-formed.
     static func parse(_ data: Data, path: String) throws -> XMLNode {
+        _ = initialized
         let builder = XMLTreeBuilder()
         let parser = XMLParser(data: data)
         parser.shouldResolveExternalEntities = false
@@ -252,10 +253,14 @@ final class XMLTreeBuilder: NSObject, XMLParserDelegate {
             }
         }
         if let problem = builder.problem {
-            throw DataError.badAnnotation(path: path, field: "(document)", reason: "line \(problem.line): \(problem.message)")
+            throw DataError.badAnnotation(path: path, field: "(document)", reason: "line \(max(1, problem.line)): \(problem.message)")
         }
         return builder.root!
     }
+
+    /// libxml2 wants its first initialisation on one thread (`DataLists.build` parses on many):
+    /// one tiny document parsed under Swift's once-only global initialisation.
+    private static let initialized: Void = { _ = XMLParser(data: Data("<a/>".utf8)).parse() }()
 
     private func fail(_ line: Int, _ message: String) {
         if problem == nil { problem = (line, message) }

@@ -343,6 +343,18 @@ final class HostileDataTests: BinaryTestCase {
         XCTAssert(detect.output.contains("photo.jpg") && detect.output.contains("not a regular file but a FIFO"), detect.output)
     }
 
+    /// An output folder below a file: Foundation said "NSCocoaErrorDomain error 512".
+    func testOutputBelowAFileSaysSoInWords() throws {
+        let (folder, voc) = try makeSet()
+        let blocker = folder.appendingPathComponent("blocker")
+        try Data("x".utf8).write(to: blocker)
+        let made = try ssd(["create-data-lists", "--voc07", voc.path, "--output", blocker.appendingPathComponent("lists").path,
+                            "--classes", classes])
+        XCTAssertNotEqual(made.status, 0, made.all)
+        XCTAssert(made.error.contains("\(blocker.path) is a file, not a folder"), made.all)
+        XCTAssertFalse(made.all.contains("512"), made.all)
+    }
+
     /// An annotation file of 17 MiB (sparse) is refused by its size, not read and parsed.
     func testOversizedAnnotationIsRefusedBySize() throws {
         let (folder, voc) = try makeSet()
