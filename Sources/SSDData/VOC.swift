@@ -333,8 +333,9 @@ final class XMLTreeBuilder: NSObject, XMLParserDelegate {
         case 73, 77: return "a tag is not finished ('>' missing)\(inside)"
         case 9: return "a character that XML does not allow\(inside)"
         case 6, 7, 8, 10...13: return "a malformed character reference (&#…;)\(inside)"
-        case 14...26, 36, 37, 87, 88, 89, 90, 104:
-            return "an entity reference that is undeclared, recursive, too large or malformed\(inside) (write &amp; for '&')"
+        case 89: return "an entity that refers to itself or expands too much (an entity bomb)\(inside)"
+        case 14...26, 36, 37, 87, 88, 90, 104:
+            return "an entity reference that is undeclared or malformed\(inside) (write &amp; for a literal '&')"
         case 27...30, 82: return "an external or unparsed entity\(inside): external content is never read"
         case 38...44: return "a malformed attribute\(inside)"
         case 45, 80: return "a malformed comment ('--' inside, or '-->' missing)"
