@@ -251,7 +251,11 @@ public enum ImageCodec {
             let finished = decoded.withUnsafeMutableBytes { out in
                 png_image_finish_read(&image, nil, out.baseAddress, png_int_32(w * channels), nil)
             }
-            guard finished != 0 else { throw DataError.badImage(path: path, reason: "PNG data: \(pngMessage(&image))") }
+            guard finished != 0 else {
+                let message = pngMessage(&image)
+                let truncated = ["beyond end of data", "Not enough image data", "unexpected end"].contains { message.localizedCaseInsensitiveContains($0) }
+                throw DataError.badImage(path: path, reason: "PNG data: " + (truncated ? "truncated (\(message))" : message))
+            }
             return (decoded, w, h, hasAlpha)
         }
         if !hasAlpha { return RGBImage(unchecked: w, h, decoded) }
