@@ -81,7 +81,8 @@ public enum ImageCodec {
         guard width > 0, height > 0 else {
             throw DataError.badImage(path: path, reason: "\(format) header declares \(width)×\(height) pixels")
         }
-        guard width.multipliedReportingOverflow(by: height).partialValue <= maximumPixels, width <= maximumPixels, height <= maximumPixels else {
+        let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+        guard !overflow, pixels <= maximumPixels else {
             throw DataError.badImage(path: path, reason: "\(format) header declares \(width)×\(height) pixels, more than the "
                                      + "\(maximumPixels) (128 Mi) an image may have (ImageCodec.maximumPixels)")
         }
@@ -229,7 +230,11 @@ public enum ImageCodec {
     // MARK: PNG
 
     /// Decodes PNG bytes with libpng's simplified API. Colour-space chunks (gAMA, cHRM, sRGB,
-    /// iCCP) are ignored, as PIL ignores them: the samples come out as stored.
+    /// iCCP) are ignored, as PIL ignores them: the samples come out as stored. The header must
+    /// declare at most `maximumPixels`, and the image data must be long enough to hold them
+    /// (`checkPNGDataLength`) before the frame is allocated. (The simplified API decodes into one
+    /// caller-allocated frame; libpng's row-by-row API reports errors with `longjmp`, which Swift
+    /// cannot catch without a C shim, so the length bound stands in for progressive decoding.)
     public static func decodePNG(_ data: Data, path: String = "<memory>") throws -> RGBImage {
         let bytes = withoutColorSpaceChunks(data)
         var image = png_image()
