@@ -33,59 +33,143 @@ public struct RGBImage: Sendable, Equatable {
 
 /// Image decoding and encoding with libjpeg-turbo and libpng.
 public enum ImageCodec {
-    /// Decodes the image file at `url` (JPEG or PNG, told apart by content) to RGB.
+    /// The most pixels an image may declare: 2²⁷ = 134,217,728 (128 Mi), checked against the
+    /// header before any pixel memory is allocated. It admits every camera photograph (50 MP full
+    /// frame, 102 MP medium format) and large scans, and bounds one decoded frame to 384 MiB of
+    /// RGB (512 MiB while an alpha channel is dropped). SSD sees 300×300 pixels, so larger images
+    /// bring nothing but memory; a header declaring more (a 1 KB file claiming 16384×16384) is
+    /// refused with `DataError.badImage`.
+    public static let maximumPixels = 1 << 27
+
+    /// Frames above this many pixels (16 Mi, a 48 MiB RGB frame) are decoded once at 1/8 scale
+    /// before the full frame is allocated, so a truncated JPEG is refused without the large
+    /// allocation. Smaller frames, which every training image is, skip that pass.
+    static let precheckPixels = 1 << 24
+
+    /// Decodes the image file at `url` (JPEG or PNG, told apart by content) to RGB. The file must
+    /// be a regular file of at most `FileLimits.image` bytes declaring at most `maximumPixels`.
     public static func load(_ url: URL) throws -> RGBImage {
-        try decode(try readFile(url), path: url.path)
+        try decode(try readFile(url, limit: FileLimits.image), path: url.path)
+    }
+
+    /// The width and height of the image file at `url`, after checking that all of its data is
+    /// there and decodes: a JPEG is decoded at 1/8 scale (which reads every entropy-coded byte, so
+    /// a truncated or corrupt file is found at a small fraction of the memory and time of a full
+    /// decode), a PNG in full. Throws `DataError.unreadableFile` or `.badImage` naming the file.
+    public static func inspect(_ url: URL) throws -> (width: Int, height: Int) {
+        let data = try readFile(url, limit: FileLimits.image)
+        switch try kind(of: data, path: url.path) {
+        case .png:
+            let image = try decodePNG(data, path: url.path)
+            return (image.width, image.height)
+        case .jpeg:
+            return try verifyJPEG(data, path: url.path)
+        }
+    }
+
+    enum Kind { case jpeg, png }
+
+    /// JPEG or PNG by content, or `DataError.badImage` saying what the bytes are not.
+    static func kind(of data: Data, path: String) throws -> Kind {
+        if data.count >= 8, data.prefix(8).elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
+        if data.count >= 3, data[data.startIndex] == 0xFF, data[data.startIndex + 1] == 0xD8 { return .jpeg }
+        throw DataError.badImage(path: path, reason: data.isEmpty ? "empty file (0 bytes)" : "neither a JPEG nor a PNG file")
+    }
+
+    /// `DataError.badImage` unless `width`×`height` is positive and within `maximumPixels`.
+    static func checkBudget(_ width: Int, _ height: Int, format: String, path: String) throws {
+        guard width > 0, height > 0 else {
+            throw DataError.badImage(path: path, reason: "\(format) header declares \(width)×\(height) pixels")
+        }
+        let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+        guard !overflow, pixels <= maximumPixels else {
+            throw DataError.badImage(path: path, reason: "\(format) header declares \(width)×\(height) pixels, more than the "
+                                     + "\(maximumPixels) (128 Mi) an image may have (ImageCodec.maximumPixels)")
+        }
     }
 
     /// Decodes JPEG or PNG bytes to RGB, as PIL's `Image.open(path).convert('RGB')` would:
     /// grey is replicated, palettes are looked up, alpha is dropped (not composited), 16-bit
     /// samples are reduced to 8 bits, CMYK JPEGs are converted. `path` only names the source in errors.
     public static func decode(_ data: Data, path: String = "<memory>") throws -> RGBImage {
-        if data.count >= 8, data.prefix(8).elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
-            return try decodePNG(data, path: path)
+        switch try kind(of: data, path: path) {
+        case .png: return try decodePNG(data, path: path)
+        case .jpeg: return try decodeJPEG(data, path: path)
         }
-        if data.count >= 3, data[data.startIndex] == 0xFF, data[data.startIndex + 1] == 0xD8 {
-            return try decodeJPEG(data, path: path)
-        }
-        throw DataError.badImage(path: path, reason: data.isEmpty ? "empty file" : "neither a JPEG nor a PNG file")
     }
 
     // MARK: JPEG
 
     /// Decodes JPEG bytes (baseline or progressive; greyscale, YCbCr, CMYK or YCCK) to RGB with
-    /// the accurate integer DCT and fancy upsampling (libjpeg's defaults, which PIL uses).
+    /// the accurate integer DCT and fancy upsampling (libjpeg's defaults, which PIL uses). The
+    /// header must declare at most `maximumPixels`; a frame above `precheckPixels` is first
+    /// decoded at 1/8 scale so that truncated data is refused before the full frame is allocated.
     public static func decodeJPEG(_ data: Data, path: String = "<memory>") throws -> RGBImage {
+        let header = try jpegHeader(data, path: path)
+        if header.width * header.height > precheckPixels { _ = try verifyJPEG(data, path: path) }
         guard let handle = tjInitDecompress() else { throw DataError.badImage(path: path, reason: "cannot start the JPEG decoder") }
         defer { tjDestroy(handle) }
         return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> RGBImage in
+            guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { throw DataError.badImage(path: path, reason: "empty file") }
+            let w = header.width, h = header.height
+            let channels = header.isCMYK ? 4 : 3
+            let format = header.isCMYK ? TJPF_CMYK : TJPF_RGB
+            var decoded = [UInt8](repeating: 0, count: w * h * channels)
+            let status = decoded.withUnsafeMutableBufferPointer { out in
+                tjDecompress2(handle, base, UInt(raw.count), out.baseAddress, Int32(w), 0, Int32(h), Int32(format.rawValue), 0)
+            }
+            try checkJPEGStatus(status, handle, path: path)
+            if !header.isCMYK { return RGBImage(unchecked: w, h, decoded) }
+            return RGBImage(unchecked: w, h, cmykToRGB(decoded, count: w * h, inverted: hasAdobeMarker(raw)))
+        }
+    }
+
+    /// The JPEG's declared size and colour model, checked against `maximumPixels`.
+    static func jpegHeader(_ data: Data, path: String) throws -> (width: Int, height: Int, isCMYK: Bool) {
+        guard let handle = tjInitDecompress() else { throw DataError.badImage(path: path, reason: "cannot start the JPEG decoder") }
+        defer { tjDestroy(handle) }
+        return try data.withUnsafeBytes { raw in
             guard let base = raw.bindMemory(to: UInt8.self).baseAddress else { throw DataError.badImage(path: path, reason: "empty file") }
             var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
             if tjDecompressHeader3(handle, base, UInt(raw.count), &width, &height, &subsampling, &colorspace) != 0 {
                 throw DataError.badImage(path: path, reason: "JPEG header: \(errorString(handle))")
             }
-            guard width > 0, height > 0, Int(width) * Int(height) <= 1 << 28 else {
-                throw DataError.badImage(path: path, reason: "JPEG of \(width)×\(height) pixels is out of range")
-            }
-            let w = Int(width), h = Int(height)
+            try checkBudget(Int(width), Int(height), format: "JPEG", path: path)
             let isCMYK = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
-            let channels = isCMYK ? 4 : 3
-            let format = isCMYK ? TJPF_CMYK : TJPF_RGB
-            var decoded = [UInt8](repeating: 0, count: w * h * channels)
-            let status = decoded.withUnsafeMutableBufferPointer { out in
-                tjDecompress2(handle, base, UInt(raw.count), out.baseAddress, width, 0, height, Int32(format.rawValue), 0)
+            return (Int(width), Int(height), isCMYK)
+        }
+    }
+
+    /// Decodes the JPEG at 1/8 scale (libjpeg-turbo then reads every entropy-coded byte but
+    /// computes only DC values) and returns its full size; truncated or corrupt data throws.
+    static func verifyJPEG(_ data: Data, path: String) throws -> (width: Int, height: Int) {
+        let header = try jpegHeader(data, path: path)
+        guard let handle = tjInitDecompress() else { throw DataError.badImage(path: path, reason: "cannot start the JPEG decoder") }
+        defer { tjDestroy(handle) }
+        // TurboJPEG picks the largest scaling factor that fits: with every dimension a ceiling of
+        // 1/8, that is 1/8, which it supports for every image.
+        let w = (header.width + 7) / 8, h = (header.height + 7) / 8
+        var scratch = [UInt8](repeating: 0, count: w * h * 4)
+        try data.withUnsafeBytes { raw in
+            let base = raw.bindMemory(to: UInt8.self).baseAddress!
+            let status = scratch.withUnsafeMutableBufferPointer { out in
+                tjDecompress2(handle, base, UInt(raw.count), out.baseAddress, Int32(w), 0, Int32(h),
+                              Int32((header.isCMYK ? TJPF_CMYK : TJPF_RGB).rawValue), 0)
             }
-            if status != 0 {
-                // Fatal errors always fail; of the warnings, a premature end (a truncated file) fails
-                // too, as PIL's "image file is truncated" does. Other warnings (extraneous bytes
-                // before a marker, ...) leave a complete image, which PIL accepts as well.
-                let message = errorString(handle)
-                if tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue) || message.localizedCaseInsensitiveContains("premature end") {
-                    throw DataError.badImage(path: path, reason: "JPEG data: \(message)")
-                }
-            }
-            if !isCMYK { return RGBImage(unchecked: w, h, decoded) }
-            return RGBImage(unchecked: w, h, cmykToRGB(decoded, count: w * h, inverted: hasAdobeMarker(raw)))
+            try checkJPEGStatus(status, handle, path: path)
+        }
+        return (header.width, header.height)
+    }
+
+    /// Fatal errors always fail; of the warnings, a premature end (a truncated file) and corrupt
+    /// data fail too, as PIL's "image file is truncated" does. Other warnings (extraneous bytes
+    /// before a marker, ...) leave a complete image, which PIL accepts as well.
+    static func checkJPEGStatus(_ status: Int32, _ handle: tjhandle, path: String) throws {
+        guard status != 0 else { return }
+        let message = errorString(handle)
+        if tjGetErrorCode(handle) != Int32(TJERR_WARNING.rawValue) || message.localizedCaseInsensitiveContains("premature end") {
+            let truncated = message.localizedCaseInsensitiveContains("premature end") ? "truncated (" + message + ")" : message
+            throw DataError.badImage(path: path, reason: "JPEG data: \(truncated)")
         }
     }
 
@@ -146,7 +230,11 @@ public enum ImageCodec {
     // MARK: PNG
 
     /// Decodes PNG bytes with libpng's simplified API. Colour-space chunks (gAMA, cHRM, sRGB,
-    /// iCCP) are ignored, as PIL ignores them: the samples come out as stored.
+    /// iCCP) are ignored, as PIL ignores them: the samples come out as stored. The header must
+    /// declare at most `maximumPixels`, and the image data must be long enough to hold them
+    /// (`checkPNGDataLength`) before the frame is allocated. (The simplified API decodes into one
+    /// caller-allocated frame; libpng's row-by-row API reports errors with `longjmp`, which Swift
+    /// cannot catch without a C shim, so the length bound stands in for progressive decoding.)
     public static func decodePNG(_ data: Data, path: String = "<memory>") throws -> RGBImage {
         let bytes = withoutColorSpaceChunks(data)
         var image = png_image()
@@ -158,9 +246,8 @@ public enum ImageCodec {
                 throw DataError.badImage(path: path, reason: "PNG header: \(pngMessage(&image))")
             }
             let w = Int(image.width), h = Int(image.height)
-            guard w > 0, h > 0, w * h <= 1 << 28 else {
-                throw DataError.badImage(path: path, reason: "PNG of \(w)×\(h) pixels is out of range")
-            }
+            try checkBudget(w, h, format: "PNG", path: path)
+            try checkPNGDataLength(raw, width: w, height: h, path: path)
             let hasAlpha = image.format & png_uint_32(PNG_FORMAT_FLAG_ALPHA) != 0
             image.format = png_uint_32(hasAlpha ? PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA : PNG_FORMAT_FLAG_COLOR)
             image.flags |= png_uint_32(PNG_IMAGE_FLAG_16BIT_sRGB)  // 16-bit samples are not linear light
@@ -169,15 +256,46 @@ public enum ImageCodec {
             let finished = decoded.withUnsafeMutableBytes { out in
                 png_image_finish_read(&image, nil, out.baseAddress, png_int_32(w * channels), nil)
             }
-            guard finished != 0 else { throw DataError.badImage(path: path, reason: "PNG data: \(pngMessage(&image))") }
+            guard finished != 0 else {
+                let message = pngMessage(&image)
+                let truncated = ["beyond end of data", "Not enough image data", "unexpected end"].contains { message.localizedCaseInsensitiveContains($0) }
+                throw DataError.badImage(path: path, reason: "PNG data: " + (truncated ? "truncated (\(message))" : message))
+            }
             return (decoded, w, h, hasAlpha)
         }
         if !hasAlpha { return RGBImage(unchecked: w, h, decoded) }
-        var rgb = [UInt8](repeating: 0, count: w * h * 3)
-        for p in 0..<(w * h) {
-            rgb[3 * p] = decoded[4 * p]; rgb[3 * p + 1] = decoded[4 * p + 1]; rgb[3 * p + 2] = decoded[4 * p + 2]
+        // Drop alpha in place (pixel p moves down from 4p to 3p ≤ 4p), without a second frame.
+        var rgb = decoded
+        rgb.withUnsafeMutableBufferPointer { b in
+            for p in 0..<(w * h) { b[3 * p] = b[4 * p]; b[3 * p + 1] = b[4 * p + 1]; b[3 * p + 2] = b[4 * p + 2] }
         }
+        rgb.removeLast(w * h)
         return RGBImage(unchecked: w, h, rgb)
+    }
+
+    /// Refuses a PNG whose IDAT chunks are too short to hold its declared pixels, before the
+    /// frame is allocated: DEFLATE compresses at most 1032:1, so `width`×`height` pixels at the
+    /// header's bit depth need at least their raw size / 1032 bytes of image data. (A 1 KB file
+    /// declaring 16384×16384 would otherwise cost a 768 MiB frame before libpng finds the end.)
+    static func checkPNGDataLength(_ raw: UnsafeRawBufferPointer, width: Int, height: Int, path: String) throws {
+        guard raw.count >= 33 else { return }  // libpng has read the header: signature + IHDR
+        let depth = Int(raw[24]), colourType = Int(raw[25])
+        let samples = [0: 1, 2: 3, 3: 1, 4: 2, 6: 4][colourType] ?? 1
+        var stored = 0, i = 8
+        while i + 8 <= raw.count {
+            let length = Int(raw[i]) << 24 | Int(raw[i + 1]) << 16 | Int(raw[i + 2]) << 8 | Int(raw[i + 3])
+            if raw[i + 4] == 0x49, raw[i + 5] == 0x44, raw[i + 6] == 0x41, raw[i + 7] == 0x54 {  // IDAT
+                stored += min(length, raw.count - i - 8)
+            }
+            if raw[i + 4] == 0x49, raw[i + 5] == 0x45, raw[i + 6] == 0x4E, raw[i + 7] == 0x44 { break }  // IEND
+            i += 12 + length
+        }
+        let rawBytes = height * ((width * samples * max(1, depth) + 7) / 8)
+        let needed = rawBytes / 1032
+        if stored < needed {
+            throw DataError.badImage(path: path, reason: "PNG truncated: its image data has \(stored) bytes, and \(width)×\(height) "
+                                     + "pixels need at least \(needed) even at DEFLATE's best compression")
+        }
     }
 
     private static func pngMessage(_ image: inout png_image) -> String {

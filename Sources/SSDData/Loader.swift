@@ -45,13 +45,18 @@ public struct DetectionDataset: Sendable {
     }
 
     /// Sample `index` decoded and transformed, with randomness from (seed, epoch, index).
+    /// Its objects are checked against the decoded image first, so that a bad object is an error
+    /// naming the image file (not one about "image 4 of the batch" when the loss is computed):
+    /// boxes finite with positive extent and inside the image (`VOC.boxProblem`), labels ≥ 1.
     public func sample(_ index: Int, seed: UInt64, epoch: Int) throws -> PreparedSample {
         guard index >= 0, index < count else { throw DataError.invalidArgument("sample \(index) of a data set of \(count)") }
         guard list.objects.count == list.images.count else {
             throw DataError.invalidArgument("data list has \(list.images.count) images but \(list.objects.count) object sets")
         }
-        let image = try ImageCodec.load(URL(fileURLWithPath: list.images[index]))
+        let path = list.images[index]
+        let image = try ImageCodec.load(URL(fileURLWithPath: path))
         var objects = list.objects[index]
+        try Self.check(objects, image: image, path: path)
         if !keepDifficult {
             objects = objects.subset((0..<objects.count).filter { objects.difficulties[$0] == 0 })
         }
@@ -62,6 +67,32 @@ public struct DetectionDataset: Sendable {
             switch augmentation {
             case .reference: return Augmentation.train(image, objects, rng: &rng)
             case .flip: return Augmentation.flipOnly(image, objects, rng: &rng)
+            }
+        }
+    }
+}
+
+extension DetectionDataset {
+    /// Throws `DataError.badAnnotation` naming `path` (the image) and the object if a box is not
+    /// four finite numbers with positive extent inside `image`, or a label is not ≥ 1.
+    static func check(_ objects: ObjectSet, image: RGBImage, path: String) throws {
+        guard objects.boxes.count == 4 * objects.count, objects.difficulties.count == objects.count else {
+            throw DataError.badAnnotation(path: path, field: "objects",
+                                          reason: "\(objects.boxes.count) box coordinates, \(objects.labels.count) labels, "
+                                          + "\(objects.difficulties.count) difficulties in the data list")
+        }
+        for o in 0..<objects.count {
+            let box = Array(objects.boxes[(4 * o)..<(4 * o + 4)])
+            let field = "object[\(o)]"
+            guard box.allSatisfy(\.isFinite), box[2] > box[0], box[3] > box[1] else {
+                throw DataError.badAnnotation(path: path, field: "\(field).box", reason: "empty or non-finite box \(box) in the data list")
+            }
+            if let problem = VOC.boxProblem(box, width: image.width, height: image.height) {
+                throw DataError.badAnnotation(path: path, field: "\(field).box", reason: "\(problem) (in the data list)")
+            }
+            guard objects.labels[o] >= 1 else {
+                throw DataError.badAnnotation(path: path, field: "\(field).label",
+                                              reason: "label \(objects.labels[o]) in the data list (objects are labelled 1…; 0 is background)")
             }
         }
     }

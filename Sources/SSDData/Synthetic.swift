@@ -30,13 +30,7 @@ public enum SyntheticVOC {
             throw DataError.invalidArgument("synthetic set: need some images of at least 32×32 pixels")
         }
         let fm = FileManager.default
-        for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
-            do {
-                try fm.createDirectory(at: root.appendingPathComponent(sub), withIntermediateDirectories: true)
-            } catch {
-                throw DataError.unreadableFile(path: root.appendingPathComponent(sub).path, reason: "cannot create folder: \(error.localizedDescription)")
-            }
-        }
+        for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] { try createFolder(root.appendingPathComponent(sub)) }
         var train: [String] = [], test: [String] = []
         for i in 0..<(options.trainCount + options.testCount) {
             let id = String(format: "%06d", i + 1)

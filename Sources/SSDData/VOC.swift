@@ -82,12 +82,15 @@ public struct VOCAnnotation: Sendable, Equatable {
 
 /// Pascal VOC folders: `Annotations/ID.xml`, `ImageSets/Main/SPLIT.txt`, `JPEGImages/ID.jpg`.
 public enum VOC {
-    /// The identifiers listed in `ImageSets/Main/<split>.txt` under `root`.
-    public static func imageIdentifiers(root: URL, split: String) throws -> [String] {
+    /// The identifiers listed in `ImageSets/Main/<split>.txt` under `root` (the first word of each
+    /// non-blank line), each with its 1-based line number. Duplicates are kept: the caller decides.
+    public static func imageIdentifiers(root: URL, split: String) throws -> [(id: String, line: Int)] {
         let url = root.appendingPathComponent("ImageSets/Main/\(split).txt")
-        let text = String(decoding: try readFile(url), as: UTF8.self)
-        let ids = text.split(whereSeparator: \.isNewline)
-            .compactMap { $0.split(whereSeparator: \.isWhitespace).first.map(String.init) }
+        let text = String(decoding: try readFile(url, limit: FileLimits.split), as: UTF8.self)
+        var ids: [(id: String, line: Int)] = []
+        for (n, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            if let word = line.split(whereSeparator: \.isWhitespace).first { ids.append((String(word), n + 1)) }
+        }
         guard !ids.isEmpty else { throw DataError.emptySplit(path: url.path) }
         return ids
     }
@@ -97,92 +100,253 @@ public enum VOC {
         (root.appendingPathComponent("Annotations/\(identifier).xml"), root.appendingPathComponent("JPEGImages/\(identifier).jpg"))
     }
 
-    /// Parses the annotation at `url`. Every object needs a `name` and a `bndbox` with numeric
-    /// xmin/ymin/xmax/ymax; boxes must have positive width and height and lie in the image when
-    /// `<size>` is given (VOC's 1-based coordinates may reach the width and height themselves).
+    /// Parses the annotation at `url` (a regular file of at most `FileLimits.annotation` bytes).
+    /// Every object needs a `name` and a `bndbox` with numeric xmin/ymin/xmax/ymax; boxes must
+    /// have positive width and height and lie in the image when `<size>` is given (VOC's 1-based
+    /// coordinates may reach the width and height themselves).
     public static func parseAnnotation(_ url: URL) throws -> VOCAnnotation {
-        try parseAnnotation(data: try readFile(url), path: url.path)
+        try parseAnnotation(data: try readFile(url, limit: FileLimits.annotation), path: url.path)
     }
 
     /// Parses annotation XML; `path` only names the source in errors.
+    ///
+    /// The document must be well-formed XML: every element closed by a matching end tag, one root
+    /// element `<annotation>` and nothing but white space and comments around it; an error says
+    /// what is wrong and on which line. Entities are not expanded beyond XML's predefined ones
+    /// (external entities are never fetched; entity bombs are refused). `size`, `size.width`,
+    /// `size.height` and each object's `name`, `difficult`, `bndbox` and coordinates may appear at most
+    /// once. Numbers must be plain decimal (`12`, `-3`, `12.5`: no hexadecimal, exponent, `inf`
+    /// or `nan`); sizes are positive integers below 10⁶ and coordinates lie within ±10⁶.
     public static func parseAnnotation(data: Data, path: String) throws -> VOCAnnotation {
-        let tree = XMLTreeBuilder()
-        let parser = XMLParser(data: data)
-        parser.delegate = tree
-        guard parser.parse(), let root = tree.root else {
-            let reason = parser.parserError.map { "\($0.localizedDescription)" } ?? "not well-formed XML"
-            throw DataError.badAnnotation(path: path, field: "(document)", reason: "XML: \(reason) at line \(parser.lineNumber)")
+        let root = try XMLTreeBuilder.parse(data, path: path)
+        guard root.name == "annotation" else {
+            throw DataError.badAnnotation(path: path, field: "(document)", reason: "the root element is <\(root.name)>, not <annotation>")
         }
-        func integer(_ node: XMLNode?, _ field: String) throws -> Int? {
+        func only(_ parent: XMLNode?, _ name: String, _ field: String) throws -> XMLNode? {
+            guard let parent else { return nil }
+            let found = parent.children(named: name)
+            if found.count > 1 {
+                throw DataError.badAnnotation(path: path, field: field,
+                                              reason: "given \(found.count) times (lines \(found.map { String($0.line) }.joined(separator: ", ")))")
+            }
+            return found.first
+        }
+        func size(_ node: XMLNode?, _ field: String) throws -> Int? {
             guard let node else { return nil }
-            guard let value = Double(node.text.trimmingCharacters(in: .whitespacesAndNewlines)), value.isFinite,
-                  value >= 0, value < 1e9 else {
-                throw DataError.badAnnotation(path: path, field: field, reason: "not a size in pixels: '\(node.text)'")
+            let text = node.text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let value = plainDecimal(text), value == value.rounded(), value >= 1, value < 1e6 else {
+                throw DataError.badAnnotation(path: path, field: field,
+                                              reason: "line \(node.line): not a size in pixels (a positive whole number): '\(text)'")
             }
             return Int(value)
         }
-        let width = try integer(root.child("size")?.child("width"), "size.width")
-        let height = try integer(root.child("size")?.child("height"), "size.height")
+        let sizeNode = try only(root, "size", "size")
+        let width = try size(try only(sizeNode, "width", "size.width"), "size.width")
+        let height = try size(try only(sizeNode, "height", "size.height"), "size.height")
         var objects: [VOCObject] = []
         for (i, node) in root.children(named: "object").enumerated() {
             let field = "object[\(i)]"
-            guard let name = node.child("name")?.text.trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty else {
-                throw DataError.badAnnotation(path: path, field: "\(field).name", reason: "missing")
+            guard let name = try only(node, "name", "\(field).name")?.text.trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty else {
+                throw DataError.badAnnotation(path: path, field: "\(field).name", reason: "missing (object at line \(node.line))")
             }
-            let difficultText = node.child("difficult")?.text.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0"
-            guard let box = node.child("bndbox") else {
-                throw DataError.badAnnotation(path: path, field: "\(field).bndbox", reason: "missing")
+            let difficultText = try only(node, "difficult", "\(field).difficult")?.text.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0"
+            guard difficultText == "0" || difficultText == "1" else {
+                throw DataError.badAnnotation(path: path, field: "\(field).difficult", reason: "expected 0 or 1, got '\(difficultText)'")
+            }
+            guard let box = try only(node, "bndbox", "\(field).bndbox") else {
+                throw DataError.badAnnotation(path: path, field: "\(field).bndbox", reason: "missing (object at line \(node.line))")
             }
             var values: [Float] = []
             for key in ["xmin", "ymin", "xmax", "ymax"] {
-                guard let text = box.child(key)?.text.trimmingCharacters(in: .whitespacesAndNewlines) else {
-                    throw DataError.badAnnotation(path: path, field: "\(field).bndbox.\(key)", reason: "missing")
+                guard let coordinate = try only(box, key, "\(field).bndbox.\(key)") else {
+                    throw DataError.badAnnotation(path: path, field: "\(field).bndbox.\(key)", reason: "missing (bndbox at line \(box.line))")
                 }
-                guard let v = Double(text), v.isFinite, abs(v) < 1e9 else {
-                    throw DataError.badAnnotation(path: path, field: "\(field).bndbox.\(key)", reason: "not a number: '\(text)'")
+                let text = coordinate.text.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard let v = plainDecimal(text), abs(v) <= 1e6 else {
+                    throw DataError.badAnnotation(path: path, field: "\(field).bndbox.\(key)",
+                                                  reason: "line \(coordinate.line): not a plain decimal number within ±10⁶: '\(text)'")
                 }
                 values.append(Float(v) - 1)  // to 0-based, as the reference's parse_annotation
             }
             guard values[2] > values[0], values[3] > values[1] else {
                 throw DataError.badAnnotation(path: path, field: "\(field).bndbox",
-                                              reason: "inverted or zero-area box \(values.map { $0 + 1 })")
+                                              reason: "inverted or zero-area box \(values.map { $0 + 1 }) (line \(box.line))")
             }
-            if values[0] < 0 || values[1] < 0 || (width.map { values[2] > Float($0) } ?? false) || (height.map { values[3] > Float($0) } ?? false) {
-                throw DataError.badAnnotation(path: path, field: "\(field).bndbox",
-                                              reason: "box \(values.map { $0 + 1 }) outside the \(width ?? 0)×\(height ?? 0) image")
+            if let problem = boxProblem(values, width: width, height: height) {
+                throw DataError.badAnnotation(path: path, field: "\(field).bndbox", reason: "\(problem) (line \(box.line))")
             }
             objects.append(VOCObject(name: name, difficult: difficultText == "1", box: values))
         }
         return VOCAnnotation(width: width, height: height, objects: objects)
     }
+
+    /// Why a 0-based box does not lie in an image of `width`×`height` (either may be unknown),
+    /// or nil when it does. VOC's 1-based coordinates run from 1 to the width and height, so a
+    /// 0-based box may reach x = width − 1, y = height − 1; one pixel more is tolerated, as the
+    /// reference's flip produces it.
+    public static func boxProblem(_ box: [Float], width: Int?, height: Int?) -> String? {
+        let outside = box[0] < 0 || box[1] < 0 || (width.map { box[2] > Float($0) } ?? false)
+            || (height.map { box[3] > Float($0) } ?? false)
+        guard outside else { return nil }
+        let size = (width.map(String.init) ?? "?") + "×" + (height.map(String.init) ?? "?")
+        return "box \(box.map { $0 + 1 }) (1-based) lies outside the \(size) image"
+    }
+
+    /// `text` as a number if it is plain decimal: an optional sign, digits, an optional fraction.
+    /// Swift's `Double(_:)` also takes hexadecimal (`0x10` = 16), exponents, `inf` and `nan`,
+    /// none of which an annotation writer means.
+    public static func plainDecimal(_ text: String) -> Double? {
+        var digits = 0, dots = 0
+        for (i, c) in text.utf8.enumerated() {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
+            case UInt8(ascii: "."): dots += 1
+            case UInt8(ascii: "+"), UInt8(ascii: "-"): if i != 0 { return nil }
+            default: return nil
+            }
+        }
+        guard digits > 0, dots <= 1, text.utf8.count <= 64 else { return nil }
+        return Double(text)
+    }
 }
 
-/// A minimal element tree (names, text, children) built with Foundation's XMLParser.
+/// A minimal element tree (names, text, children, the line each element starts on).
 final class XMLNode {
     let name: String
+    let line: Int
     var text = ""
     var children: [XMLNode] = []
-    init(name: String) { self.name = name }
-    func child(_ name: String) -> XMLNode? { children.first { $0.name == name } }
+    init(name: String, line: Int) {
+        self.name = name
+        self.line = line
+    }
     func children(named name: String) -> [XMLNode] { children.filter { $0.name == name } }
 }
 
+/// Builds an `XMLNode` tree with Foundation's XMLParser and checks well-formedness itself:
+/// libxml2 under Foundation recovers from errors (an unclosed `<object>` is closed silently and
+/// `parse()` still returns true), so every reported error, every end tag that does not close
+/// the innermost open element, an element left open at the end, text outside the root and a
+/// second root element are errors here, each with its line.
 final class XMLTreeBuilder: NSObject, XMLParserDelegate {
-    var root: XMLNode?
+    private var root: XMLNode?
+    private var rootClosed = false
     private var stack: [XMLNode] = []
+    private var problem: (line: Int, message: String)?
+
+    /// The root of `data`'s tree; a `DataError.badAnnotation` on field "(document)" naming the
+    /// line and what is wrong if the document is not well-formed.
+    static func parse(_ data: Data, path: String) throws -> XMLNode {
+        _ = initialized
+        let builder = XMLTreeBuilder()
+        let parser = XMLParser(data: data)
+        parser.shouldResolveExternalEntities = false
+        parser.delegate = builder
+        let parsed = parser.parse()
+        if builder.problem == nil {
+            if let open = builder.stack.last {
+                builder.fail(parser.lineNumber, "the document ends while <\(open.name)> (line \(open.line)) is still open: its end tag is missing")
+            } else if builder.root == nil {
+                builder.fail(parser.lineNumber, data.isEmpty ? "the file is empty" : "no XML element found")
+            } else if !parsed {
+                builder.fail(parser.lineNumber, "not well-formed XML")
+            }
+        }
+        if let problem = builder.problem {
+            throw DataError.badAnnotation(path: path, field: "(document)", reason: "line \(max(1, problem.line)): \(problem.message)")
+        }
+        return builder.root!
+    }
+
+    /// libxml2 wants its first initialisation on one thread (`DataLists.build` parses on many):
+    /// one tiny document parsed under Swift's once-only global initialisation.
+    private static let initialized: Void = { _ = XMLParser(data: Data("<a/>".utf8)).parse() }()
+
+    private func fail(_ line: Int, _ message: String) {
+        if problem == nil { problem = (line, message) }
+    }
 
     func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?,
                 qualifiedName: String?, attributes: [String: String] = [:]) {
-        let node = XMLNode(name: elementName)
-        if let parent = stack.last { parent.children.append(node) } else if root == nil { root = node }
+        let node = XMLNode(name: elementName, line: parser.lineNumber)
+        if let parent = stack.last {
+            parent.children.append(node)
+        } else if root == nil {
+            root = node
+        } else {
+            fail(parser.lineNumber, "a second root element <\(elementName)> after </\(root!.name)>: a document has one root")
+        }
         stack.append(node)
     }
 
     func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
-        _ = stack.popLast()
+        guard let open = stack.popLast() else {
+            return fail(parser.lineNumber, "end tag </\(elementName)> without a start tag")
+        }
+        if open.name != elementName {
+            fail(parser.lineNumber, "end tag </\(elementName)> does not close <\(open.name)> (line \(open.line))")
+        }
+        if stack.isEmpty && open === root { rootClosed = true }
     }
 
     func parser(_ parser: XMLParser, foundCharacters string: String) {
-        stack.last?.text += string
+        if let node = stack.last {
+            node.text += string
+        } else if !string.allSatisfy(\.isWhitespace) {
+            fail(parser.lineNumber, "text outside the root element: '\(string.prefix(40))'")
+        }
+    }
+
+    func parser(_ parser: XMLParser, foundCDATA CDATABlock: Data) {
+        self.parser(parser, foundCharacters: String(decoding: CDATABlock, as: UTF8.self))
+    }
+
+    func parser(_ parser: XMLParser, parseErrorOccurred parseError: Error) {
+        let code = (parseError as NSError).code
+        if Self.warnings.contains(code) { return }
+        fail(parser.lineNumber, Self.explain(code, open: stack.last, rootClosed: rootClosed))
+    }
+
+    func parser(_ parser: XMLParser, validationErrorOccurred validationError: Error) {
+        let code = (validationError as NSError).code
+        if Self.warnings.contains(code) { return }
+        fail(parser.lineNumber, Self.explain(code, open: stack.last, rootClosed: rootClosed))
+    }
+
+    /// libxml2's warnings (`XML_WAR_*` in libxml/xmlerror.h), which leave the document well-formed.
+    static let warnings: Set<Int> = [93, 97, 98, 99, 100, 102, 106, 107]
+
+    /// libxml2's error in words. Foundation on Linux passes libxml2's `xmlParserErrors` code on as
+    /// the error code, without a message (it printed as "NSXMLParserErrorDomain error 76").
+    static func explain(_ code: Int, open: XMLNode?, rootClosed: Bool) -> String {
+        let inside = open.map { " (inside <\($0.name)> of line \($0.line))" } ?? ""
+        switch code {
+        case 3: return "no XML here: the document must start with an element"
+        case 4: return "the document is empty"
+        case 5, 85, 86:
+            if let open { return "the document ends while <\(open.name)> (line \(open.line)) is still open: its end tag is missing" }
+            return rootClosed ? "content after the end of the root element: a document has one root" : "the document ends too early"
+        case 76:
+            return open.map { "an end tag does not match the open element <\($0.name)> (line \($0.line)): an end tag is missing or misspelt" }
+                ?? "an end tag does not match its start tag"
+        case 74: return "an end tag is missing\(inside)"
+        case 73, 77: return "a tag is not finished ('>' missing)\(inside)"
+        case 9: return "a character that XML does not allow\(inside)"
+        case 6, 7, 8, 10...13: return "a malformed character reference (&#…;)\(inside)"
+        case 89: return "an entity that refers to itself or expands too much (an entity bomb)\(inside)"
+        case 14...26, 36, 37, 87, 88, 90, 104:
+            return "an entity reference that is undeclared or malformed\(inside) (write &amp; for a literal '&')"
+        case 27...30, 82: return "an external or unparsed entity\(inside): external content is never read"
+        case 38...44: return "a malformed attribute\(inside)"
+        case 45, 80: return "a malformed comment ('--' inside, or '-->' missing)"
+        case 46, 47: return "a malformed processing instruction (<?…?>)"
+        case 48...61, 83, 94, 95: return "a malformed document type declaration (<!DOCTYPE …>)"
+        case 62, 63: return "a malformed CDATA section"
+        case 68: return "a tag without a name ('<' must start a tag; write &lt; in text)\(inside)"
+        case 31, 32, 79, 81, 101: return "text that is not in the declared encoding, or an unknown encoding"
+        case 56, 57, 96, 108, 109: return "a malformed XML declaration (<?xml …?>)"
+        case 110: return "a name longer than libxml2 accepts"
+        default: return "not well-formed XML (libxml2 error \(code))\(inside)"
+        }
     }
 }

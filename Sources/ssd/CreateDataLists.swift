@@ -10,7 +10,13 @@ struct CreateDataLists: ParsableCommand {
         discussion: """
             Training: the trainval split of --voc07 and --voc12; test: the test split of --voc07 — the reference's \
             07+12 setting. Any VOC-layout folder works: its classes are the 20 VOC ones unless --classes names them \
-            or --gather-classes collects them from the annotations. Every skipped image is reported with its reason.
+            or --gather-classes collects them from the annotations.
+
+            Every listed image is checked: its annotation must be well-formed XML with plain decimal numbers and \
+            known classes, and the image must be a complete JPEG or PNG of the annotation's <size>, with every box \
+            inside it. An image that fails is skipped with its reason printed (with --strict, the first problem is an \
+            error). An id listed twice is kept once, the repeat reported (an error with --strict). A list left with \
+            no images or no objects is an error that counts the skipped images by reason.
             """)
 
     @Option(help: "A VOC2007-layout folder (Annotations/, JPEGImages/, ImageSets/Main/).") var voc07: String
@@ -34,13 +40,17 @@ struct CreateDataLists: ParsableCommand {
         let roots = [voc07] + (voc12.map { [$0] } ?? [])
         let report = try DataLists.build(trainRoots: roots.map { URL(fileURLWithPath: $0) }, testRoots: [URL(fileURLWithPath: voc07)],
                                          classes: source, trainSplit: trainSplit, testSplit: testSplit, strict: strict)
-        try makeFolder(output)
-        try DataLists.write(report, to: URL(fileURLWithPath: output))
         for item in report.skipped { printError("skipped \(item)") }
+        try DataLists.write(report, to: URL(fileURLWithPath: output))
         print("training: \(report.train.images.count) images, \(report.train.objectCount) objects")
         print("test: \(report.test.images.count) images, \(report.test.objectCount) objects")
         print("classes: \(report.labelMap.classes.joined(separator: ", "))")
-        if !report.skipped.isEmpty { print("skipped: \(report.skipped.count) images (reasons above)") }
+        if !report.skipped.isEmpty {
+            var counts: [String: Int] = [:]
+            for item in report.skipped { counts[item.category, default: 0] += 1 }
+            let reasons = counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map { "\($0.value) \($0.key)" }
+            print("skipped: \(report.skipped.count) (\(reasons.joined(separator: ", ")); reasons above)")
+        }
         print("lists written to \(output)")
     }
 }

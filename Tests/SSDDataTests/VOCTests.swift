@@ -97,11 +97,16 @@ final class VOCTests: XCTestCase {
         XCTAssertEqual(try DataLists.readLabelMap(out.appendingPathComponent("label_map.json")), report.labelMap)
 
         // Break things: an unknown class, a bad box, a missing image, an image without objects.
+        // (Each annotation keeps its image's size: a different <size> is a problem of its own.)
         let annotations = root.appendingPathComponent("Annotations")
-        try Self.xml(Self.object("unicorn", ["1", "1", "5", "5"])).write(to: annotations.appendingPathComponent("000001.xml"))
-        try Self.xml(Self.object("circle", ["1", "x", "5", "5"])).write(to: annotations.appendingPathComponent("000002.xml"))
+        func xml(_ id: String, _ objects: String) throws -> Data {
+            let size = try ImageCodec.inspect(root.appendingPathComponent("JPEGImages/\(id).jpg"))
+            return Self.xml(objects, width: size.width, height: size.height)
+        }
+        try xml("000001", Self.object("unicorn", ["1", "1", "5", "5"])).write(to: annotations.appendingPathComponent("000001.xml"))
+        try xml("000002", Self.object("circle", ["1", "x", "5", "5"])).write(to: annotations.appendingPathComponent("000002.xml"))
         try FileManager.default.removeItem(at: root.appendingPathComponent("JPEGImages/000003.jpg"))
-        try Self.xml("").write(to: annotations.appendingPathComponent("000004.xml"))
+        try xml("000004", "").write(to: annotations.appendingPathComponent("000004.xml"))
         let lenient = try DataLists.build(trainRoots: [root], testRoots: [root], classes: .given(SyntheticVOC.classes))
         XCTAssertEqual(lenient.skipped.count, 4, "\(lenient.skipped)")
         XCTAssertEqual(lenient.train.images.count, 8)
