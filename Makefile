@@ -1,6 +1,6 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SWIFT ?= swift
-APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev libfreetype-dev fonts-dejavu-core pkg-config
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev libxml2-dev libfreetype-dev fonts-dejavu-core pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build test demo bench clean

@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
                        providers: [.apt(["libfreetype-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
+        // libxml2 for VOC annotations (Foundation's XMLParser wrapper crashes on some documents).
+        .systemLibrary(name: "CLibXML2", path: "Sources/CLibXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL", "CWinograd"]),
         // AVX2 + FMA Winograd tile transforms, chosen at run time (portable Swift ones elsewhere).
@@ -30,7 +32,7 @@ let package = Package(
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
         .target(name: "SSDDetection", dependencies: ["SSDEngine", "SSDLayers"]),
         // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
-        .target(name: "SSDData", dependencies: ["SSDEngine", "CTurboJPEG", "CPNG"]),
+        .target(name: "SSDData", dependencies: ["SSDEngine", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.

@@ -58,6 +58,15 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(try VOC.parseAnnotation(data: Data(decorated.utf8), path: "a.xml").objects.map(\.name), ["dog", "cat"])
     }
 
+    /// Foundation's XMLParser dereferenced NULL on a processing instruction without data (found
+    /// by fuzzing): libxml2 read directly takes it as the harmless instruction it is.
+    func testProcessingInstructionsWithoutDataDoNotCrash() throws {
+        for pi in ["<?pi?>", "<?x ?>", "<?a-b\n?>"] {
+            let xml = good.replacingOccurrences(of: "<name>dog</name>", with: "\(pi)<name>dog</name>\(pi)")
+            XCTAssertEqual(try VOC.parseAnnotation(data: Data(xml.utf8), path: "a.xml").objects.map(\.name), ["dog", "cat"])
+        }
+    }
+
     /// libxml2 (under Foundation) recovered from these and `parse()` returned true: objects vanished.
     func testIllFormedXMLIsAnErrorWithTheLine() {
         let noObjectEnd = documentError(good.replacingOccurrences(of: "</object>", with: ""))
