@@ -10,6 +10,7 @@ private let folder: URL = {
     let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
     let url = base.appendingPathComponent("ssd-fuzz-datalists-\(getpid())")
     try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(at: folder) }
     return url
 }()
 
