@@ -113,9 +113,12 @@ replay() {
     [ -d "$dir" ] || return 0
     echo "== replaying $(ls "$dir" | wc -l) regression inputs of $name" >&2
     for input in "$dir"/*; do
-        if ! LSAN_OPTIONS="suppressions=$here/lsan.supp" SWIFT_BACKTRACE=enable=no "$work/$name" "$input" >"$work/replay.log" 2>&1; then
+        # (SSD_FUZZ_VOC_SKIP_KNOWN is unset here: regressions always reach the parser.)
+        if ! env -u SSD_FUZZ_VOC_SKIP_KNOWN LSAN_OPTIONS="suppressions=$here/lsan.supp" SWIFT_BACKTRACE=enable=no \
+                "$work/$name" "$input" >"$work/replay.log" 2>&1; then
             echo "REGRESSION: $input crashes the $name harness (log: $work/replay.log)" >&2
-            return 1
+            [ "${SSD_FUZZ_KNOWN_REGRESSIONS:-0}" = 1 ] || return 1
+            echo "   (known, not fixed yet: continuing as SSD_FUZZ_KNOWN_REGRESSIONS=1 asks)" >&2
         fi
     done
 }
