@@ -14,7 +14,8 @@
 #     harness rebuilds against whatever SSDData holds.
 # Any single allocation over 2 GiB is a failure; SSD_FUZZ_RSS_MB raises the total RSS limit
 # (default 2048) for targets whose toolchain leaks are suppressed but still take memory (voc:
-# Foundation's XMLParser leaks a CFError per ill-formed document, ~2.5 KB, see lsan.supp).
+# Foundation's XMLParser leaks a CFError per ill-formed document; datalists: JSONSerialization
+# leaks its input on every parse error; about 2 KB an execution, see lsan.supp).
 # Each run seeds a corpus from ../shared/fixtures (or $SSD_FIXTURES), the repository's files
 # and fuzz/seeds/<target>, and runs `runs` executions. Crashes are written to
 # fuzz/artifacts/<target>/ and make the script exit non-zero.
