@@ -23,6 +23,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // libxml2 for VOC annotations (Foundation's XMLParser wrapper crashes on some documents).
         .systemLibrary(name: "CLibXML2", path: "Sources/CLibXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
+        // zlib (Debian's zlib1g-dev): raw inflate and CRC-32 for zip-format .pth files.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL", "CWinograd"]),
         // AVX2 + FMA Winograd tile transforms, chosen at run time (portable Swift ones elsewhere).
@@ -34,7 +36,7 @@ let package = Package(
         // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
         .target(name: "SSDData", dependencies: ["SSDEngine", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
-        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers"]),
+        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "CZlib"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
         .target(name: "SSDEvaluation", dependencies: []),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).

@@ -33,19 +33,24 @@ public enum TorchConversion {
         if references.allSatisfy({ $0.name.hasPrefix("module.") }) {
             references = references.map { (String($0.name.dropFirst("module.".count)), $0.tensor) }
         }
+        // Checked on the pickle's references, before any tensor is read or inflated.
+        try SSD300Names.check(references, file: file.path)
         let tensors = try references.map { ($0.name, try file.materialize($0.tensor, name: $0.name)) }
         return (tensors, metadata)
     }
 
-    /// `ssd convert pth`: reads `input`, writes every tensor to `output`.
+    /// `ssd convert pth`: reads `input`, writes every tensor to `output` (never over `input`).
     public static func convertStateDict(input: URL, output: URL) throws -> Int {
+        try refuseOverwritingInput(input: input, output: output)
         let tensors = try stateDictTensors(try TorchFile(url: input))
         try writeSafetensors(tensors, to: output)
         return tensors.count
     }
 
-    /// `ssd convert checkpoint`: reads `input`, writes the model weights to `output`.
+    /// `ssd convert checkpoint`: reads `input`, writes the model weights to `output` (never over
+    /// `input`). A checkpoint whose model is not the reference SSD300 is an error.
     public static func convertCheckpoint(input: URL, output: URL) throws -> Int {
+        try refuseOverwritingInput(input: input, output: output)
         let (tensors, metadata) = try checkpointTensors(try TorchFile(url: input))
         try writeSafetensors(tensors, metadata: metadata, to: output)
         return tensors.count
@@ -71,5 +76,19 @@ public enum TorchConversion {
     /// Writes `tensors` to `url` atomically.
     public static func writeSafetensors(_ tensors: [(name: String, tensor: TorchTensor)], metadata: [String: String] = [:], to url: URL) throws {
         try writeAtomically(try encodeSafetensors(tensors, metadata: metadata), to: url)
+    }
+}
+
+/// Throws `InteropError.outputIsInput` when `output` names the same file as `input`: the same
+/// path, another spelling of it, or a symbolic or hard link to it (same device and inode).
+/// An output that does not exist yet cannot be the input.
+public func refuseOverwritingInput(input: URL, output: URL) throws {
+    if input.standardizedFileURL.resolvingSymlinksInPath().path == output.standardizedFileURL.resolvingSymlinksInPath().path {
+        throw InteropError.outputIsInput(file: input.path, output: output.path)
+    }
+    var a = stat(), b = stat()
+    guard stat(input.path, &a) == 0, stat(output.path, &b) == 0 else { return }
+    if a.st_dev == b.st_dev && a.st_ino == b.st_ino {
+        throw InteropError.outputIsInput(file: input.path, output: output.path)
     }
 }

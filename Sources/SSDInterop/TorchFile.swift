@@ -37,8 +37,14 @@ public struct TorchTensor: Equatable, Sendable {
 /// sys info, pickle, storage keys, raw storages). The pickle is decoded by the restricted
 /// `Unpickler`; tensors are materialised on request, after checking their storage holds
 /// every element they address. Total materialised bytes are capped at 4 × the storage bytes
-/// (the file size, or the declared uncompressed sizes of a zip's entries) + 64 MiB, so views
-/// sharing a storage cannot multiply memory without bound.
+/// (the file size, plus what the pickle's storages need of a zip's compressed entries) + 64 MiB,
+/// so views sharing a storage cannot multiply memory without bound.
+///
+/// Memory follows what is used: a zip entry is inflated only when a tensor is materialised from
+/// it, and only if its declared size is exactly what the pickle's storage holds (elements × dtype
+/// size); an entry declaring more, or a stream inflating past its declared size, is refused
+/// before (or as soon as) the excess would be allocated. The pickle itself is capped at
+/// `maximumPickleBytes`.
 public struct TorchFile {
     public let path: String
     /// The decoded top-level object.
@@ -50,6 +56,9 @@ public struct TorchFile {
     /// Legacy format: each storage's bytes by key.
     private let legacyStorages: [String: Data]
     private let budget: MaterializationBudget
+
+    /// The largest `data.pkl` read (256 MiB: the pickle of a model with millions of tensors).
+    public static let maximumPickleBytes = 1 << 28
 
     /// The legacy format's magic number, 0x1950a86a20f9469cfc6c, as LONG1 bytes.
     public static let legacyMagic: [UInt8] = [0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
@@ -68,20 +77,28 @@ public struct TorchFile {
         self.path = path
         if data.count >= 4, data.prefix(4).elementsEqual([0x50, 0x4B, 0x03, 0x04]) {
             let archive = try ZipArchive(data: data, path: path)
-            // Compressed entries may hold more than the file size: budget on what they declare.
-            let declared = archive.entries.reduce(data.count) { total, entry in
-                let (sum, overflow) = total.addingReportingOverflow(entry.uncompressedSize)
-                return overflow ? Int.max / 8 : sum
-            }
-            budget = MaterializationBudget(bytes: Self.budgetBytes(declared))
             guard let pickle = archive.entries.first(where: { $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") }) else {
                 throw InteropError.unexpectedContent(file: path, message: "zip archive has no data.pkl record (not a torch.save file)")
             }
-            archivePrefix = String(pickle.name.dropLast("data.pkl".count))
-            if let order = try archive.contents(named: archivePrefix + "byteorder"), String(decoding: order, as: UTF8.self) != "little" {
+            let prefix = String(pickle.name.dropLast("data.pkl".count))
+            archivePrefix = prefix
+            if let order = try archive.contents(named: prefix + "byteorder", maximumSize: 16),
+               String(decoding: order, as: UTF8.self) != "little" {
                 throw InteropError.unsupported(file: path, field: "byteorder", message: "big-endian tensors")
             }
-            root = try Unpickler.load(Array(try archive.contents(of: pickle)), path: path)
+            var unpickler = Unpickler(bytes: Array(try archive.contents(of: pickle, maximumSize: Self.maximumPickleBytes)), path: path)
+            root = try unpickler.load()
+            // Compressed entries may hold more than the file size: budget on what the pickle's
+            // storages need of them (never more than an entry declares).
+            var storageBytes = data.count
+            for storage in unpickler.storages.values {
+                guard let entry = archive.entry(named: prefix + "data/" + storage.key) else { continue }
+                let (elements, o1) = storage.rootOffset.addingReportingOverflow(storage.elementCount)
+                let (needed, o2) = elements.multipliedReportingOverflow(by: storage.dtype.size)
+                let (sum, o3) = storageBytes.addingReportingOverflow(min(o1 || o2 ? Int.max : needed, entry.uncompressedSize))
+                storageBytes = o3 ? Int.max / 8 : sum
+            }
+            budget = MaterializationBudget(bytes: Self.budgetBytes(storageBytes))
             self.archive = archive
             isZip = true
             legacyStorages = [:]
@@ -155,13 +172,24 @@ public struct TorchFile {
         return (root, data)
     }
 
-    /// The raw bytes of the root storage `key`.
-    private func storageBytes(_ key: String) throws -> Data {
+    /// The raw bytes of the root storage `key`, which must hold `needed` bytes. A zip entry must
+    /// declare exactly that many (PyTorch writes each storage whole): one declaring fewer cannot
+    /// hold the tensor, one declaring more disagrees with the pickle and is not inflated.
+    private func storageBytes(_ key: String, needed: Int, field: String) throws -> Data {
         if let archive {
-            guard let data = try archive.contents(named: archivePrefix + "data/" + key) else {
-                throw InteropError.corrupt(file: path, field: "storage '\(key)'", message: "no record \(archivePrefix)data/\(key) in the archive")
+            let name = archivePrefix + "data/" + key
+            guard let entry = archive.entry(named: name) else {
+                throw InteropError.corrupt(file: path, field: "storage '\(key)'", message: "no record \(name) in the archive")
             }
-            return data
+            guard entry.uncompressedSize >= needed else {
+                throw InteropError.corrupt(file: path, field: field,
+                                           message: "storage '\(key)' has \(entry.uncompressedSize) bytes, the tensor needs \(needed)")
+            }
+            guard entry.uncompressedSize == needed else {
+                throw InteropError.corrupt(file: path, field: field,
+                                           message: "zip entry '\(name)' declares \(entry.uncompressedSize) bytes, but the pickle's storage '\(key)' holds \(needed) (not inflated)")
+            }
+            return try archive.contents(of: entry, maximumSize: needed)
         }
         guard let data = legacyStorages[key] else {
             throw InteropError.corrupt(file: path, field: "storage '\(key)'", message: "missing from the storage section")
@@ -175,14 +203,15 @@ public struct TorchFile {
         let size = storage.dtype.size
         let field = "tensor '\(name)'"
         if let problem = reference.geometryProblem { throw InteropError.corrupt(file: path, field: field, message: problem) }
-        let data = try storageBytes(storage.key)
         let neededElements = try Checked.add(storage.rootOffset, storage.elementCount, file: path, field: field)
         let needed = try Checked.multiply(neededElements, size, file: path, field: field)
+        let outputBytes = try Checked.multiply(reference.elementCount, size, file: path, field: field)
+        try budget.check(outputBytes, path: path, field: field)
+        let data = try storageBytes(storage.key, needed: needed, field: field)
         guard data.count >= needed else {
             throw InteropError.corrupt(file: path, field: field,
                                        message: "storage '\(storage.key)' has \(data.count) bytes, the tensor needs \(needed)")
         }
-        let outputBytes = try Checked.multiply(reference.elementCount, size, file: path, field: field)
         try budget.spend(outputBytes, path: path, field: field)
         var out = [UInt8](repeating: 0, count: outputBytes)
         let base = storage.rootOffset + reference.storageOffset
@@ -233,11 +262,16 @@ final class MaterializationBudget: @unchecked Sendable {
     private var remaining: Int
     init(bytes: Int) { remaining = bytes }
 
-    func spend(_ bytes: Int, path: String, field: String) throws {
+    /// Throws if `bytes` would exceed what is left, spending nothing.
+    func check(_ bytes: Int, path: String, field: String) throws {
         guard bytes <= remaining else {
             throw InteropError.limitExceeded(file: path, field: field,
                                              message: "tensors would expand to more than 4× the stored data (views of shared storages)")
         }
+    }
+
+    func spend(_ bytes: Int, path: String, field: String) throws {
+        try check(bytes, path: path, field: field)
         remaining -= bytes
     }
 }

@@ -94,8 +94,10 @@ public enum VGGImport {
         return out
     }
 
-    /// `ssd convert vgg16`: reads a torchvision VGG16 `.pth`, writes the SSD300 base weights.
+    /// `ssd convert vgg16`: reads a torchvision VGG16 `.pth`, writes the SSD300 base weights
+    /// (never over `input`).
     public static func convertFile(input: URL, output: URL) throws -> Int {
+        try refuseOverwritingInput(input: input, output: output)
         let file = try TorchFile(url: input)
         var byName: [String: TorchTensor] = [:]
         for (name, tensor) in try TorchConversion.stateDictTensors(file) { byName[name] = tensor }

@@ -4,10 +4,11 @@ import Foundation
 /// the central directory is parsed and validated on open (ZIP64 included); entry data is
 /// returned only after its local header, bounds and CRC-32 have been checked.
 ///
-/// STORED entries (what PyTorch writes) and DEFLATE entries (a re-zipped file; decoded by our own
-/// `Inflate`, since Foundation has no inflater on Linux) can be read; other methods are refused
-/// with `InteropError.unsupported`. No size read from the archive is trusted before it is checked
-/// against the bytes present.
+/// STORED entries (what PyTorch writes) and DEFLATE entries (a re-zipped file; inflated by zlib)
+/// can be read; other methods are refused with `InteropError.unsupported`. No size read from the
+/// archive is trusted before it is checked against the bytes present, and a reader states how
+/// many bytes it needs (`maximumSize`): an entry declaring more is refused before anything is
+/// allocated or inflated, so memory follows what the caller uses, not what the archive claims.
 public struct ZipArchive {
     /// One central-directory record.
     public struct Entry: Equatable, Sendable {
@@ -45,8 +46,14 @@ public struct ZipArchive {
     public func entry(named name: String) -> Entry? { index[name].map { entries[$0] } }
 
     /// The uncompressed bytes of `entry` (STORED or DEFLATE), checked against its CRC-32.
-    public func contents(of entry: Entry) throws -> Data {
+    /// An entry declaring more than `maximumSize` bytes is refused (`limitExceeded`) before any
+    /// allocation; a DEFLATE stream producing more than it declares is refused as soon as it does.
+    public func contents(of entry: Entry, maximumSize: Int = Int.max) throws -> Data {
         let field = "zip entry '\(entry.name)'"
+        guard entry.uncompressedSize <= maximumSize else {
+            throw InteropError.limitExceeded(file: path, field: field,
+                                             message: "declares \(entry.uncompressedSize) bytes, more than the \(maximumSize) its reader needs")
+        }
         guard entry.method == 0 || entry.method == 8 else {
             throw InteropError.unsupported(file: path, field: field,
                                            message: "compression method \(entry.method) (only STORED and DEFLATE entries are read)")
@@ -71,7 +78,7 @@ public struct ZipArchive {
             let stored = UnsafeRawBufferPointer(rebasing: raw[start..<end])
             let output: Data
             if entry.method == 8 {
-                output = Data(try Inflate.decompress(stored, expectedSize: entry.uncompressedSize, path: path, field: field))
+                output = try Inflate.decompress(stored, expectedSize: entry.uncompressedSize, path: path, field: field)
             } else {
                 output = Data(stored)
             }
@@ -84,10 +91,10 @@ public struct ZipArchive {
         }
     }
 
-    /// The bytes of the entry named `name`, or nil if there is none.
-    public func contents(named name: String) throws -> Data? {
+    /// The bytes of the entry named `name`, or nil if there is none; `maximumSize` as in `contents(of:)`.
+    public func contents(named name: String, maximumSize: Int = Int.max) throws -> Data? {
         guard let entry = entry(named: name) else { return nil }
-        return try contents(of: entry)
+        return try contents(of: entry, maximumSize: maximumSize)
     }
 
     // MARK: - Central directory
@@ -177,6 +184,13 @@ public struct ZipArchive {
                 throw InteropError.corrupt(file: path, field: "zip entry '\(name)'",
                                            message: "size \(compressed) or offset \(localOffset) exceeds the \(count)-byte archive")
             }
+            // Declared sizes are bounded by what the entry's bytes can hold, so no later sum or
+            // allocation based on them is out of proportion to the archive.
+            let (ceiling, overflow) = compressed.multipliedReportingOverflow(by: Inflate.maximumRatio)
+            if (method == 0 && uncompressed != compressed) || (method == 8 && !overflow && uncompressed > ceiling + 1024) {
+                throw InteropError.corrupt(file: path, field: "zip entry '\(name)'",
+                                           message: "declared size \(uncompressed) is impossible for \(compressed) \(method == 0 ? "stored" : "compressed") bytes")
+            }
             entries.append(Entry(name: name, method: method, compressedSize: compressed, uncompressedSize: uncompressed,
                                  crc32: crc, localHeaderOffset: localOffset))
             cursor = next
@@ -219,23 +233,6 @@ struct Reader {
             throw InteropError.corrupt(file: path, field: field, message: "64-bit value \(v) out of range")
         }
         return Int(v)
-    }
-}
-
-/// CRC-32 (IEEE 802.3, as zip uses).
-enum CRC32 {
-    static let table: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
-    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        var c: UInt32 = 0xFFFF_FFFF
-        table.withUnsafeBufferPointer { t in
-            for b in bytes { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-        }
-        return c ^ 0xFFFF_FFFF
     }
 }
 

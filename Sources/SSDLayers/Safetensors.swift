@@ -26,8 +26,14 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
 
 /// A safetensors file read into memory: an 8-byte little-endian header length, a JSON header
 /// `{name: {dtype, shape, data_offsets}, "__metadata__": {…}}`, then raw little-endian data.
-/// The header is fully validated on open (dtypes, shapes against byte ranges, ranges inside
-/// the data), so later reads cannot go out of bounds.
+///
+/// The header is fully validated on open, as the safetensors format requires, so later reads
+/// cannot go out of bounds and no two tensors can share bytes: the header length is at most
+/// 100 MB and inside the file, the header is a JSON object starting with `{`; each tensor has a
+/// known dtype, a shape of at most `maximumRank` non-negative dimensions (each below 2^31) whose
+/// element count and byte size do not overflow and equal its `data_offsets` range; and the
+/// ranges, sorted, tile the data section exactly: no overlap, no hole, nothing out of range and
+/// no byte left over. Every error names the file and the tensor or field at fault.
 public struct SafetensorsFile {
     /// One entry of the header.
     public struct Entry: Equatable, Sendable {
@@ -44,6 +50,10 @@ public struct SafetensorsFile {
     ]
     /// The safetensors reference implementation caps the header at 100 MB.
     static let maximumHeaderBytes = 100_000_000
+    /// The most dimensions a tensor may have (PyTorch's historical limit).
+    public static let maximumRank = 64
+    /// The largest single dimension accepted.
+    public static let maximumDimension = Int(Int32.max)
 
     public let path: String
     public let entries: [String: Entry]
@@ -71,11 +81,17 @@ public struct SafetensorsFile {
         guard data.count >= 8 else { throw SafetensorsError.header(file: path, message: "file shorter than 8 bytes") }
         var n: UInt64 = 0
         for i in 0..<8 { n |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
-        guard n <= UInt64(Self.maximumHeaderBytes), Int(n) <= data.count - 8 else {
+        guard n <= UInt64(Self.maximumHeaderBytes) else {
+            throw SafetensorsError.header(file: path, message: "header length \(n) exceeds the \(Self.maximumHeaderBytes)-byte limit")
+        }
+        guard Int(n) <= data.count - 8 else {
             throw SafetensorsError.header(file: path, message: "header length \(n) exceeds the file (\(data.count) bytes)")
         }
         let headerLength = Int(n)
         dataStart = 8 + headerLength
+        guard headerLength >= 2, data[data.startIndex + 8] == UInt8(ascii: "{") else {
+            throw SafetensorsError.header(file: path, message: "the header does not start with '{' (not a safetensors file?)")
+        }
         let headerBytes = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + dataStart))
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: headerBytes) } catch {
@@ -100,40 +116,92 @@ public struct SafetensorsFile {
                 }
                 continue
             }
-            guard let info = value as? [String: Any] else {
-                throw SafetensorsError.header(file: path, message: "entry '\(name)' is not an object")
-            }
-            guard let dtype = info["dtype"] as? String else {
-                throw SafetensorsError.header(file: path, message: "entry '\(name)' has no dtype")
-            }
-            guard let size = Self.elementSizes[dtype] else {
-                throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: dtype)
-            }
-            guard let rawShape = info["shape"] as? [Any], let shape = Self.integers(rawShape),
-                  shape.allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) })
-            else { throw SafetensorsError.header(file: path, message: "entry '\(name)' has an invalid shape") }
-            guard let rawOffsets = info["data_offsets"] as? [Any], let offsets = Self.integers(rawOffsets),
-                  offsets.count == 2
-            else { throw SafetensorsError.header(file: path, message: "entry '\(name)' has invalid data_offsets") }
-            let (begin, end) = (offsets[0], offsets[1])
-            guard begin >= 0, begin <= end, end <= dataCount else {
-                throw SafetensorsError.badOffsets(file: path, name: name,
-                                                  message: "data_offsets [\(begin), \(end)] outside the \(dataCount) data bytes")
-            }
-            var elements = 1
-            for d in shape {
-                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
-                guard !overflow else { throw SafetensorsError.badOffsets(file: path, name: name, message: "shape too large") }
-                elements = product
-            }
-            guard elements.multipliedReportingOverflow(by: size).partialValue == end - begin else {
-                throw SafetensorsError.badOffsets(file: path, name: name,
-                                                  message: "shape \(shape) of \(dtype) needs \(elements * size) bytes, data_offsets give \(end - begin)")
-            }
-            entries[name] = Entry(dtype: dtype, shape: shape, range: begin..<end)
+            entries[name] = try Self.entry(name, value, dataCount: dataCount, path: path)
         }
+        try Self.checkTiling(entries, dataCount: dataCount, path: path)
         self.entries = entries
         self.metadata = metadata
+    }
+
+    /// One header entry, checked on its own: dtype, shape, and a byte range that fits the data
+    /// section and matches the shape.
+    private static func entry(_ name: String, _ value: Any, dataCount: Int, path: String) throws -> Entry {
+        guard let info = value as? [String: Any] else {
+            throw SafetensorsError.header(file: path, message: "entry '\(name)' is not an object")
+        }
+        guard let dtype = info["dtype"] as? String else {
+            throw SafetensorsError.header(file: path, message: "entry '\(name)' has no dtype")
+        }
+        guard let size = elementSizes[dtype] else {
+            throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: dtype)
+        }
+        guard let rawShape = info["shape"] as? [Any], let shape = integers(rawShape) else {
+            throw SafetensorsError.header(file: path, message: "entry '\(name)' has no shape, or a shape that is not a list of integers")
+        }
+        guard shape.count <= maximumRank else {
+            throw SafetensorsError.badOffsets(file: path, name: name, message: "shape has \(shape.count) dimensions (at most \(maximumRank))")
+        }
+        if let bad = shape.firstIndex(where: { $0 < 0 || $0 > maximumDimension }) {
+            throw SafetensorsError.badOffsets(file: path, name: name,
+                                              message: "shape[\(bad)] = \(shape[bad]) is not a dimension (0…\(maximumDimension))")
+        }
+        guard let rawOffsets = info["data_offsets"] as? [Any], let offsets = integers(rawOffsets), offsets.count == 2 else {
+            throw SafetensorsError.header(file: path, message: "entry '\(name)' has no data_offsets, or not two integers")
+        }
+        let (begin, end) = (offsets[0], offsets[1])
+        guard begin >= 0, begin <= end, end <= dataCount else {
+            throw SafetensorsError.badOffsets(file: path, name: name,
+                                              message: "data_offsets [\(begin), \(end)] outside the \(dataCount) data bytes")
+        }
+        // Element count and byte size, overflow-checked. The product of the non-zero
+        // dimensions must fit too, so a zero-element tensor's strides cannot overflow either.
+        var extent = 1
+        for d in shape where d > 0 {
+            let (product, overflow) = extent.multipliedReportingOverflow(by: d)
+            guard !overflow else {
+                throw SafetensorsError.badOffsets(file: path, name: name, message: "shape \(shape): element count overflows")
+            }
+            extent = product
+        }
+        let (byteSize, overflow) = extent.multipliedReportingOverflow(by: size)
+        guard !overflow else {
+            throw SafetensorsError.badOffsets(file: path, name: name,
+                                              message: "shape \(shape) of \(dtype): \(extent) elements of \(size) bytes overflow")
+        }
+        let needed = shape.contains(0) ? 0 : byteSize
+        guard needed == end - begin else {
+            throw SafetensorsError.badOffsets(file: path, name: name,
+                                              message: "shape \(shape) of \(dtype) needs \(needed) bytes, data_offsets [\(begin), \(end)] give \(end - begin)")
+        }
+        return Entry(dtype: dtype, shape: shape, range: begin..<end)
+    }
+
+    /// The ranges, sorted, must tile `0..<dataCount` exactly: no two tensors share a byte, no
+    /// byte belongs to none.
+    private static func checkTiling(_ entries: [String: Entry], dataCount: Int, path: String) throws {
+        let sorted = entries.sorted { a, b in
+            (a.value.range.lowerBound, a.value.range.upperBound, a.key) < (b.value.range.lowerBound, b.value.range.upperBound, b.key)
+        }
+        var covered = 0
+        var previous: (name: String, range: Range<Int>)?
+        for (name, entry) in sorted {
+            let range = entry.range
+            if range.lowerBound < covered {
+                let other = previous.map { "tensor '\($0.name)' [\($0.range.lowerBound), \($0.range.upperBound)]" } ?? "another tensor"
+                throw SafetensorsError.badOffsets(file: path, name: name,
+                                                  message: "data_offsets [\(range.lowerBound), \(range.upperBound)] overlap \(other)")
+            }
+            if range.lowerBound > covered {
+                let after = previous.map { "tensor '\($0.name)' ends at \(covered)" } ?? "the data section starts at 0"
+                throw SafetensorsError.badOffsets(file: path, name: name,
+                                                  message: "data_offsets start at \(range.lowerBound) but \(after): bytes [\(covered), \(range.lowerBound)) belong to no tensor")
+            }
+            covered = range.upperBound
+            if !range.isEmpty { previous = (name, range) }
+        }
+        guard covered == dataCount else {
+            throw SafetensorsError.header(file: path, message: "the tensors cover \(covered) of the \(dataCount) data bytes: \(dataCount - covered) trailing bytes belong to no tensor")
+        }
     }
 
     private static func integers(_ values: [Any]) -> [Int]? {

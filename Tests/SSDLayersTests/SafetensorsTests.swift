@@ -78,4 +78,71 @@ final class SafetensorsTests: XCTestCase {
         }
         XCTAssertNoThrow(try SafetensorsFile(data: bytes))
     }
+
+    /// Asserts `data` is refused with an error naming `name` (and each of `words`).
+    func assertRefused(_ data: Data, naming name: String, _ words: [String], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try SafetensorsFile(data: data, path: "w.safetensors"), file: file, line: line) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("w.safetensors") && text.contains(name), text, file: file, line: line)
+            for word in words { XCTAssertTrue(text.contains(word), "\(text) lacks '\(word)'", file: file, line: line) }
+        }
+    }
+
+    func testOffsetsMustTileTheDataExactly() throws {
+        let bytes = [UInt8](repeating: 0, count: 16)
+        // Accepted: contiguous in any header order, zero-byte tensors anywhere on the boundaries.
+        XCTAssertNoThrow(try SafetensorsFile(data: try handmade([
+            "b": ["dtype": "F32", "shape": [2], "data_offsets": [8, 16]],
+            "a": ["dtype": "F32", "shape": [2], "data_offsets": [0, 8]],
+            "e": ["dtype": "F32", "shape": [0, 3], "data_offsets": [8, 8]],
+        ], data: bytes)))
+        // Overlap: two tensors sharing bytes (the same range, or a partial one).
+        assertRefused(try handmade(["a": ["dtype": "F32", "shape": [2], "data_offsets": [0, 8]],
+                                    "b": ["dtype": "F32", "shape": [2], "data_offsets": [0, 8]]], data: Array(bytes[0..<8])),
+                      naming: "'b'", ["overlap", "'a'"])
+        assertRefused(try handmade(["a": ["dtype": "F32", "shape": [3], "data_offsets": [0, 12]],
+                                    "b": ["dtype": "F32", "shape": [2], "data_offsets": [8, 16]]], data: bytes),
+                      naming: "'b'", ["overlap"])
+        // A zero-byte tensor inside another one's range.
+        assertRefused(try handmade(["a": ["dtype": "F32", "shape": [4], "data_offsets": [0, 16]],
+                                    "z": ["dtype": "F32", "shape": [0], "data_offsets": [4, 4]]], data: bytes),
+                      naming: "'z'", ["overlap"])
+        // A hole, a range not starting at 0, trailing bytes that belong to no tensor.
+        assertRefused(try handmade(["a": ["dtype": "F32", "shape": [1], "data_offsets": [0, 4]],
+                                    "b": ["dtype": "F32", "shape": [2], "data_offsets": [8, 16]]], data: bytes),
+                      naming: "'b'", ["[4, 8)", "no tensor"])
+        assertRefused(try handmade(["a": ["dtype": "F32", "shape": [2], "data_offsets": [8, 16]]], data: bytes),
+                      naming: "'a'", ["no tensor"])
+        assertRefused(try handmade(["a": ["dtype": "F32", "shape": [2], "data_offsets": [0, 8]]], data: bytes),
+                      naming: "8 trailing bytes", [])
+    }
+
+    func testAbsurdShapesAndHeadersAreRefused() throws {
+        let none: [UInt8] = []
+        // 2^30 · 2^30 · 4 F32 elements: 2^64 bytes, which wraps to the 0 bytes the offsets give.
+        assertRefused(try handmade(["huge": ["dtype": "F32", "shape": [1 << 30, 1 << 30, 4], "data_offsets": [0, 0]]], data: none),
+                      naming: "'huge'", ["overflow"])
+        // Element count overflowing Int, even with a zero dimension elsewhere.
+        assertRefused(try handmade(["huge": ["dtype": "U8", "shape": [0, Int(Int32.max), Int(Int32.max), Int(Int32.max)],
+                                             "data_offsets": [0, 0]]], data: none),
+                      naming: "'huge'", ["overflow"])
+        assertRefused(try handmade(["neg": ["dtype": "F32", "shape": [-1], "data_offsets": [0, 0]]], data: none),
+                      naming: "'neg'", ["shape[0] = -1"])
+        assertRefused(try handmade(["big": ["dtype": "F32", "shape": [1 << 40, 0], "data_offsets": [0, 0]]], data: none),
+                      naming: "'big'", ["shape[0]"])
+        assertRefused(try handmade(["deep": ["dtype": "F32", "shape": [Int](repeating: 1, count: 65), "data_offsets": [0, 4]]],
+                                   data: [0, 0, 0, 0]), naming: "'deep'", ["65 dimensions"])
+        assertRefused(try handmade(["frac": ["dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]]], data: [0, 0, 0, 0]),
+                      naming: "'frac'", ["shape"])
+        // A zero-element tensor with a large (but sane) other dimension is fine.
+        XCTAssertEqual(try SafetensorsFile(data: try handmade(["e": ["dtype": "F32", "shape": [0, 1 << 20], "data_offsets": [0, 0]]],
+                                                               data: none)).entries["e"]?.shape, [0, 1 << 20])
+        // Header lengths: beyond the 100 MB limit, beyond the file, not a JSON object.
+        var absurd = Data([0, 0, 0, 0, 0, 0, 0, 0x40]); absurd.append(contentsOf: Array("{}".utf8))
+        assertRefused(absurd, naming: "header length", ["limit"])
+        var long = Data([200, 0, 0, 0, 0, 0, 0, 0]); long.append(contentsOf: Array("{}".utf8))
+        assertRefused(long, naming: "header length 200", ["exceeds the file"])
+        var notObject = Data([4, 0, 0, 0, 0, 0, 0, 0]); notObject.append(contentsOf: Array("[1] ".utf8))
+        assertRefused(notObject, naming: "'{'", [])
+    }
 }
