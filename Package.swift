@@ -38,7 +38,7 @@ let package = Package(
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "CZlib"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
-        .target(name: "SSDEvaluation", dependencies: []),
+        .target(name: "SSDEvaluation", dependencies: ["SSDEngine"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
         .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.

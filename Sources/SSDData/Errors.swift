@@ -1,4 +1,5 @@
 import Foundation
+import SSDEngine
 
 /// Errors raised by the data module. Each names the file and, where there is one, the field at
 /// fault, so a command-line tool can print one clear line.
@@ -65,17 +66,7 @@ func describe(_ error: Error) -> String {
 }
 
 /// What kind of file `mode` (a `stat` mode) describes, in words.
-func fileKind(_ mode: mode_t) -> String {
-    switch mode & S_IFMT {
-    case S_IFDIR: return "a folder"
-    case S_IFCHR: return "a character device"
-    case S_IFBLK: return "a block device"
-    case S_IFIFO: return "a FIFO"
-    case S_IFSOCK: return "a socket"
-    case S_IFREG: return "a file"
-    default: return "an unknown kind of file"
-    }
-}
+func fileKind(_ mode: mode_t) -> String { RegularFile.kind(mode) }
 
 /// Reads a whole regular file of at most `limit` bytes. Everything else is
 /// `DataError.unreadableFile` naming the path and saying why in words: no such file,

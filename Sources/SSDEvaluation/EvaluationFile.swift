@@ -1,4 +1,5 @@
 import Foundation
+import SSDEngine
 
 /// The JSON exchange format of `ssd map` (that of the fixture `map_case.json`): per image lists
 /// `true_boxes`, `true_labels`, `true_difficulties`, `det_boxes`, `det_labels`, `det_scores`.
@@ -13,6 +14,7 @@ public struct EvaluationFile {
 
     /// Parses the file at `url`; errors name the file and the field.
     public init(url: URL) throws {
+        if let problem = RegularFile.problem(url.path) { throw EvaluationError.invalid("\(url.path): cannot read: \(problem)") }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw EvaluationError.invalid("\(url.path): cannot read (\(error.localizedDescription))")

@@ -13,6 +13,8 @@ public enum InteropError: Error, CustomStringConvertible, Equatable {
     case limitExceeded(file: String, field: String, message: String)
     /// The content is readable but not what the conversion needs.
     case unexpectedContent(file: String, message: String)
+    /// The file cannot be read: missing, not a regular file (a device, a FIFO), no permission.
+    case unreadable(file: String, reason: String)
     /// The output path names the input file itself (same path, a link to it, …): nothing was written.
     case outputIsInput(file: String, output: String)
 
@@ -24,6 +26,7 @@ public enum InteropError: Error, CustomStringConvertible, Equatable {
             return "\(file): refused to call '\(global)': not on the allow-list of PyTorch rebuild functions (nothing was executed)"
         case let .limitExceeded(file, field, message): return "\(file): \(field): \(message)"
         case let .unexpectedContent(file, message): return "\(file): \(message)"
+        case let .unreadable(file, reason): return "\(file): cannot read: \(reason)"
         case let .outputIsInput(file, output):
             return "\(output): is the input file \(file) itself; refusing to replace the input (choose another -o)"
         }

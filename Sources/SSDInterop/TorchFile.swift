@@ -1,4 +1,5 @@
 import Foundation
+import SSDEngine
 
 /// A materialised tensor: contiguous (row-major) little-endian bytes of its dtype.
 public struct TorchTensor: Equatable, Sendable {
@@ -65,6 +66,7 @@ public struct TorchFile {
 
     /// Reads `url`.
     public init(url: URL) throws {
+        if let problem = RegularFile.problem(url.path) { throw InteropError.unreadable(file: url.path, reason: problem) }
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw InteropError.corrupt(file: url.path, field: "file", message: "cannot read: \(error.localizedDescription)")

@@ -67,6 +67,7 @@ public struct SafetensorsFile {
     /// Opens and validates `url`.
     public init(url: URL) throws {
         let path = url.path
+        if let problem = RegularFile.problem(path) { throw SafetensorsError.io(file: path, message: "cannot read: \(problem)") }
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw SafetensorsError.io(file: path, message: "cannot read: \(error.localizedDescription)")

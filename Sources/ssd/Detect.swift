@@ -85,8 +85,9 @@ struct Detect: ParsableCommand {
             try writeAtomically(data, to: jsonURL)
         }
         if !failures.isEmpty {
-            throw UserError("\(failures.count) of \(images.count) images failed (the others' results were written): "
-                            + failures.joined(separator: "; "))
+            let summary = failures.count == images.count ? "no image could be processed"
+                : "\(failures.count) of \(images.count) images failed (the others' results were written)"
+            throw UserError(summary + ": " + failures.joined(separator: "; "))
         }
     }
 

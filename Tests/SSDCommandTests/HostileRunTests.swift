@@ -95,6 +95,24 @@ final class HostileRunTests: BinaryTestCase {
         assertCleanFailure(eval, mentions: ["not finite"])
     }
 
+    /// A device reads forever and a FIFO waits for a writer: every file a command reads is
+    /// refused by its kind, in words (it said "permission" before).
+    func testDevicesAndFIFOsAreRefusedByKind() throws {
+        let dir = try scratch()
+        let photo = try photos(in: dir, count: 1)[0]
+        let fifo = dir.appendingPathComponent("fifo")
+        XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
+        for path in ["/dev/zero", fifo.path] {
+            for arguments in [["detect", photo.path, "--weights", path], ["map", "--input", path],
+                              ["convert", "pth", path, "-o", dir.appendingPathComponent("x.safetensors").path],
+                              ["detect", path, "--weights", Self.weights.path]] {
+                let outcome = try ssd(arguments)
+                XCTAssertEqual(outcome.status, 1, "\(arguments): \(outcome.all)")
+                XCTAssertTrue(outcome.error.contains("\(path): cannot read: not a regular file"), "\(arguments): \(outcome.all)")
+            }
+        }
+    }
+
     // MARK: detect
 
     func testOneBadPhotoDoesNotLoseTheOthers() throws {
