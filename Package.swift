@@ -25,20 +25,22 @@ let package = Package(
         .systemLibrary(name: "CLibXML2", path: "Sources/CLibXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
         // zlib (Debian's zlib1g-dev): raw inflate and CRC-32 for zip-format .pth files.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Reading users' files: the check every reader makes first (regular file, readable).
+        .target(name: "SSDFiles"),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL", "CWinograd"]),
         // AVX2 + FMA Winograd tile transforms, chosen at run time (portable Swift ones elsewhere).
         .target(name: "CWinograd", path: "Sources/CWinograd"),
         // Layers with forward/backward, parameters, SGD, safetensors.
-        .target(name: "SSDLayers", dependencies: ["SSDEngine"]),
+        .target(name: "SSDLayers", dependencies: ["SSDEngine", "SSDFiles"]),
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
         .target(name: "SSDDetection", dependencies: ["SSDEngine", "SSDLayers"]),
         // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
-        .target(name: "SSDData", dependencies: ["SSDEngine", "CTurboJPEG", "CPNG", "CLibXML2"]),
+        .target(name: "SSDData", dependencies: ["SSDEngine", "SSDFiles", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
-        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "CZlib"]),
+        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "CZlib", "SSDFiles"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
-        .target(name: "SSDEvaluation", dependencies: ["SSDEngine"]),
+        .target(name: "SSDEvaluation", dependencies: ["SSDFiles"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
         .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.

@@ -1,5 +1,5 @@
 import Foundation
-import SSDEngine
+import SSDFiles
 
 /// Errors raised by the data module. Each names the file and, where there is one, the field at
 /// fault, so a command-line tool can print one clear line.

@@ -1,5 +1,5 @@
 import Foundation
-import SSDEngine
+import SSDFiles
 
 /// The JSON exchange format of `ssd map` (that of the fixture `map_case.json`): per image lists
 /// `true_boxes`, `true_labels`, `true_difficulties`, `det_boxes`, `det_labels`, `det_scores`.

@@ -1,5 +1,5 @@
 import Foundation
-import SSDEngine
+import SSDFiles
 
 /// A materialised tensor: contiguous (row-major) little-endian bytes of its dtype.
 public struct TorchTensor: Equatable, Sendable {

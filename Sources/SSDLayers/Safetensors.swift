@@ -1,5 +1,6 @@
 import Foundation
 import SSDEngine
+import SSDFiles
 
 /// Errors reading or writing safetensors files; each names the file and, where there is one,
 /// the tensor.
