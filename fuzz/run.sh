@@ -36,9 +36,22 @@ data_built=0
 
 quiet() { grep -v "Cannot export local symbol" >&2 || true; }
 
+# SSDFiles (the regular-file check every reader makes) as a static library with its module.
+files_built=0
+build_files_module() {
+    [ "$files_built" = 0 ] || return 0
+    mkdir -p "$work/modules"
+    echo "== building module SSDFiles" >&2
+    swiftc "${flags[@]}" -module-name SSDFiles -emit-library -static -emit-module -emit-module-path "$work/modules/SSDFiles.swiftmodule" \
+        "$sources_root"/SSDFiles/*.swift -o "$work/libSSDFiles.a" 2>&1 | quiet
+    [ -f "$work/libSSDFiles.a" ] || { echo "build of SSDFiles failed" >&2; exit 1; }
+    files_built=1
+}
+
 # SSDEngine then SSDData as static libraries with their modules, as SwiftPM builds them.
 build_data_modules() {
     local mods="$work/modules"
+    build_files_module
     mkdir -p "$mods" "$work/cwinograd"
     printf 'module CWinograd {\n    umbrella header "%s"\n    export *\n}\n' \
         "$sources_root/CWinograd/include/CWinograd.h" > "$work/cwinograd/module.modulemap"
@@ -50,6 +63,7 @@ build_data_modules() {
     echo "== building module SSDData" >&2
     swiftc "${flags[@]}" -module-name SSDData -emit-library -static -emit-module -emit-module-path "$mods/SSDData.swiftmodule" \
         -I "$mods" -I "$sources_root/CDNNL" -I "$work/cwinograd" -I "$sources_root/CTurboJPEG" -I "$sources_root/CPNG" \
+        -I "$sources_root/CLibXML2" $(pkg-config --cflags libxml-2.0 | sed 's/-I/-Xcc -I/g') \
         "$sources_root"/SSDData/*.swift -o "$work/libSSDData.a" 2>&1 | quiet
     [ -f "$work/libSSDEngine.a" ] && [ -f "$work/libSSDData.a" ] || { echo "build of SSDEngine/SSDData failed" >&2; exit 1; }
 }
@@ -66,18 +80,22 @@ build() {
             mkdir -p "$work/src-safetensors"
             sed '/^import SSDEngine$/d' "$sources_root/SSDLayers/Safetensors.swift" > "$work/src-safetensors/Safetensors.swift"
             cp "$sources_root/SSDEngine/Tensor.swift" "$work/src-safetensors/Tensor.swift"
-            sources+=("$work/src-safetensors/Safetensors.swift" "$work/src-safetensors/Tensor.swift") ;;
+            sources+=("$work/src-safetensors/Safetensors.swift" "$work/src-safetensors/Tensor.swift")
+            build_files_module
+            extra=(-I "$work/modules" "$work/libSSDFiles.a") ;;
         voc|datalists)
             # Built once per invocation, from the current sources.
             if [ "$data_built" = 0 ]; then build_data_modules; data_built=1; fi
             extra=(-I "$work/modules" -I "$sources_root/CDNNL" -I "$work/cwinograd" -I "$sources_root/CTurboJPEG"
-                   -I "$sources_root/CPNG" "$work/libSSDData.a" "$work/libSSDEngine.a" "$work/cwinograd/winograd_avx2.o"
-                   -ldnnl -lturbojpeg -lpng16) ;;
+                   -I "$sources_root/CPNG" -I "$sources_root/CLibXML2" $(pkg-config --cflags libxml-2.0 | sed 's/-I/-Xcc -I/g')
+                   "$work/libSSDData.a" "$work/libSSDEngine.a" "$work/libSSDFiles.a" "$work/cwinograd/winograd_avx2.o"
+                   -ldnnl -lturbojpeg -lpng16 -lxml2) ;;
         *)
             for f in "$sources_root"/SSDInterop/*.swift; do
                 grep -qE '^import (SSDEngine|SSDLayers)$' "$f" || sources+=("$f")
             done
-            extra=(-I "$sources_root/CZlib" -lz) ;;
+            build_files_module
+            extra=(-I "$sources_root/CZlib" -I "$work/modules" "$work/libSSDFiles.a" -lz) ;;
     esac
     echo "== building $name" >&2
     swiftc "${flags[@]}" -module-name "Fuzz_$name" "${sources[@]}" "${extra[@]}" -o "$out" 2>&1 | quiet
@@ -114,8 +132,7 @@ replay() {
     [ -d "$dir" ] || return 0
     echo "== replaying $(ls "$dir" | wc -l) regression inputs of $name" >&2
     for input in "$dir"/*; do
-        # (SSD_FUZZ_VOC_SKIP_KNOWN is unset here: regressions always reach the parser.)
-        if ! env -u SSD_FUZZ_VOC_SKIP_KNOWN LSAN_OPTIONS="suppressions=$here/lsan.supp" SWIFT_BACKTRACE=enable=no \
+        if ! env LSAN_OPTIONS="suppressions=$here/lsan.supp" SWIFT_BACKTRACE=enable=no \
                 "$work/$name" "$input" >"$work/replay.log" 2>&1; then
             echo "REGRESSION: $input crashes the $name harness (log: $work/replay.log)" >&2
             [ "${SSD_FUZZ_KNOWN_REGRESSIONS:-0}" = 1 ] || return 1

@@ -67,6 +67,20 @@ final class HostileInputTests: XCTestCase {
         }
     }
 
+    /// The inputs on which Foundation's XMLParser trapped (fuzz/regressions/voc/): each is now
+    /// an error or a parse, never a crash.
+    func testFuzzRegressionsParseOrFailCleanly() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/regressions/voc")
+        let inputs = try FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)
+        XCTAssertFalse(inputs.isEmpty)
+        for input in inputs {
+            do { _ = try VOC.parseAnnotation(input) } catch let error as DataError {
+                XCTAssertTrue(error.description.contains(input.path), "\(error)")
+            }
+        }
+    }
+
     /// libxml2 (under Foundation) recovered from these and `parse()` returned true: objects vanished.
     func testIllFormedXMLIsAnErrorWithTheLine() {
         let noObjectEnd = documentError(good.replacingOccurrences(of: "</object>", with: ""))
