@@ -303,6 +303,24 @@ final class HostileDataTests: BinaryTestCase {
         run.assertPeak(below: 150 << 20)
     }
 
+    /// Several large photos in one `detect` are decoded, resized into the batch and released one
+    /// at a time (they were all held at once: four 100 MP PNGs took 1.39 GB, now 340 MB).
+    func testLargePhotosAreReleasedOneAtATime() throws {
+        let folder = try scratch()
+        // 6000×6000 RGB: 103 MiB decoded each, a few hundred KB as PNG.
+        let image = RGBImage(width: 6000, height: 6000, fill: (120, 60, 200))
+        let encoded = try ImageCodec.encodePNG(image)
+        var paths: [String] = []
+        for i in 0..<4 {
+            let url = folder.appendingPathComponent("large\(i).png")
+            try encoded.write(to: url)
+            paths.append(url.path)
+        }
+        let run = try measured(["detect", "--weights", Self.weights.path, "--threads", "2"] + paths, limit: 300)
+        XCTAssertEqual(run.status, 0, run.output)
+        run.assertPeak(below: 300 << 20)
+    }
+
     /// A PNG signature, an IHDR declaring `width`×`height` 8-bit RGB (with a correct CRC, so the
     /// header passes), then about 1 KB of image data and no IEND.
     static func truncatedPNG(width: Int, height: Int) -> Data {
