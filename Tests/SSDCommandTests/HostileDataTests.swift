@@ -25,14 +25,14 @@ final class HostileDataTests: BinaryTestCase {
     func image(_ voc: URL, _ id: String) -> URL { voc.appendingPathComponent("JPEGImages/\(id).jpg") }
 
     /// The test split's identifiers.
-    func testIDs(_ voc: URL) throws -> [String] {
+    func splitIdentifiers(_ voc: URL) throws -> [String] {
         try String(contentsOf: voc.appendingPathComponent("ImageSets/Main/test.txt"), encoding: .utf8)
             .split(whereSeparator: \.isNewline).map(String.init)
     }
 
     /// The test image with the most objects (the synthetic images have 1–3).
     func richestTestID(_ voc: URL) throws -> (id: String, objects: Int) {
-        try testIDs(voc).map { id in
+        try splitIdentifiers(voc).map { id in
             (id, try String(contentsOf: annotation(voc, id), encoding: .utf8).components(separatedBy: "<object>").count - 1)
         }.max { $0.1 < $1.1 }!
     }
@@ -145,7 +145,7 @@ final class HostileDataTests: BinaryTestCase {
     /// A missing `</size>` made every object a child of `<size>`: "no objects", even under --strict.
     func testAnnotationWithoutSizeEndTagIsRefusedNamingFileAndLine() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[0]
+        let id = try splitIdentifiers(voc)[0]
         try edit(annotation(voc, id)) { $0.replacingOccurrences(of: "</size>", with: "") }
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).xml", "line ", "<size>"])
     }
@@ -153,7 +153,7 @@ final class HostileDataTests: BinaryTestCase {
     /// A missing `</annotation>` was accepted.
     func testAnnotationWithoutRootEndTagIsRefusedNamingFileAndLine() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[1]
+        let id = try splitIdentifiers(voc)[1]
         try edit(annotation(voc, id)) { $0.replacingOccurrences(of: "</annotation>", with: "") }
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).xml", "line ", "<annotation>", "still open"])
     }
@@ -162,21 +162,21 @@ final class HostileDataTests: BinaryTestCase {
 
     func testZeroByteImageIsRefused() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[2]
+        let id = try splitIdentifiers(voc)[2]
         try Data().write(to: image(voc, id))
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).jpg", "empty file"])
     }
 
     func testTextImageIsRefused() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[2]
+        let id = try splitIdentifiers(voc)[2]
         try Data("this is not a photograph\n".utf8).write(to: image(voc, id))
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).jpg", "neither a JPEG nor a PNG"])
     }
 
     func testTruncatedJPEGIsRefused() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[2]
+        let id = try splitIdentifiers(voc)[2]
         let bytes = try Data(contentsOf: image(voc, id))
         try bytes.prefix(bytes.count / 2).write(to: image(voc, id))
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).jpg", "truncated"])
@@ -185,7 +185,7 @@ final class HostileDataTests: BinaryTestCase {
     /// An annotation whose `<size>` is not the image's.
     func testSizeDifferentFromTheImageIsRefused() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[0]
+        let id = try splitIdentifiers(voc)[0]
         try edit(annotation(voc, id)) { $0.replacingOccurrences(of: #"<width>(\d+)</width>"#, with: "<width>2000</width>", options: .regularExpression) }
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).xml", "says 2000×", "\(id).jpg"])
     }
@@ -195,7 +195,7 @@ final class HostileDataTests: BinaryTestCase {
     /// Without `<size>`, a box far outside the image was accepted (and clamped later).
     func testBoxOutsideTheImageIsRefused() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[0]
+        let id = try splitIdentifiers(voc)[0]
         try edit(annotation(voc, id)) {
             $0.replacingOccurrences(of: #"<size>.*</size>"#, with: "", options: .regularExpression)
                 .replacingOccurrences(of: #"<xmax>\d+</xmax>"#, with: "<xmax>5000</xmax>", options: .regularExpression)
@@ -206,7 +206,7 @@ final class HostileDataTests: BinaryTestCase {
     /// `0x1` is not a VOC coordinate (Swift's `Double("0x1")` reads it as 1).
     func testHexadecimalCoordinateIsRefused() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[0]
+        let id = try splitIdentifiers(voc)[0]
         try edit(annotation(voc, id)) { $0.replacingOccurrences(of: #"<xmin>\d+</xmin>"#, with: "<xmin>0x1</xmin>", options: .regularExpression) }
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).xml", "bndbox.xmin", "0x1", "plain decimal"])
     }
@@ -258,7 +258,7 @@ final class HostileDataTests: BinaryTestCase {
     /// An id listed twice was listed (and evaluated) twice; now once, with a warning, and an error with --strict.
     func testDuplicateIdIsListedOnceWithAWarning() throws {
         let (folder, voc) = try makeSet()
-        let ids = try testIDs(voc)
+        let ids = try splitIdentifiers(voc)
         try Data((ids + [ids[1]]).joined(separator: "\n").utf8).write(to: voc.appendingPathComponent("ImageSets/Main/test.txt"))
         let (lenient, lists) = try createLists(voc, in: folder, strict: false)
         XCTAssertEqual(lenient.status, 0, lenient.all)
@@ -349,7 +349,7 @@ final class HostileDataTests: BinaryTestCase {
     /// `/dev/zero` as an image: listed by create-data-lists; "permission" from detect.
     func testDevZeroAsAnImageIsNotARegularFile() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[3]
+        let id = try splitIdentifiers(voc)[3]
         try FileManager.default.removeItem(at: image(voc, id))
         try FileManager.default.createSymbolicLink(atPath: image(voc, id).path, withDestinationPath: "/dev/zero")
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).jpg", "not a regular file but a character device"])
@@ -361,7 +361,7 @@ final class HostileDataTests: BinaryTestCase {
     /// A FIFO as an annotation and as an image: refused at once, without waiting for a writer.
     func testFIFOAsAnAnnotationOrImageIsNotARegularFile() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[3]
+        let id = try splitIdentifiers(voc)[3]
         try FileManager.default.removeItem(at: annotation(voc, id))
         XCTAssertEqual(mkfifo(annotation(voc, id).path, 0o644), 0)
         let made = try measured(["create-data-lists", "--voc07", voc.path, "--output", folder.appendingPathComponent("lists").path,
@@ -390,7 +390,7 @@ final class HostileDataTests: BinaryTestCase {
     /// An annotation file of 17 MiB (sparse) is refused by its size, not read and parsed.
     func testOversizedAnnotationIsRefusedBySize() throws {
         let (folder, voc) = try makeSet()
-        let id = try testIDs(voc)[0]
+        let id = try splitIdentifiers(voc)[0]
         XCTAssertEqual(truncate(annotation(voc, id).path, 17 << 20), 0)
         try assertRefused(voc, in: folder, id: id, mentioning: ["\(id).xml", "more than the 16 MiB"])
     }
