@@ -13,9 +13,9 @@
 #     and the harness importing SSDData like any client. Nothing is copied or edited, so the
 #     harness rebuilds against whatever SSDData holds.
 # Any single allocation over 2 GiB is a failure; SSD_FUZZ_RSS_MB raises the total RSS limit
-# (default 2048) for targets whose toolchain leaks are suppressed but still take memory (voc:
-# Foundation's XMLParser leaks a CFError per ill-formed document; datalists: JSONSerialization
-# leaks its input on every parse error; about 2 KB an execution, see lsan.supp).
+# (default 2048) for targets whose toolchain leaks are suppressed but still take memory
+# (datalists: Foundation's JSONSerialization leaks its input on every parse error, about 2 KB an
+# execution, see lsan.supp; the 1M-execution campaign peaked near 3 GB, so use 4096).
 # Each run seeds a corpus from ../shared/fixtures (or $SSD_FIXTURES), the repository's files
 # and fuzz/seeds/<target>, and runs `runs` executions. Crashes are written to
 # fuzz/artifacts/<target>/ and make the script exit non-zero.
