@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import SSDTestSupport
 
 /// Issue 10's interop cases, through the `ssd` binary: hostile or careless weights and `.pth`
 /// files made here by small edits of the repository's model and the reference fixtures. Each
@@ -98,7 +99,7 @@ final class HostileInteropTests: BinaryTestCase {
         entries[index] = ZipItem(name: entries[index].name, method: 8, stored: zeroDeflateStream(count: declared),
                                  uncompressedSize: declared, crc: crc32OfZeros(count: declared))
         let bomb = folder.appendingPathComponent("bomb.pth")
-        try writeZip(entries).write(to: bomb)
+        try ZipBuilder.archive(entries).write(to: bomb)
         XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: bomb.path)[.size] as? Int ?? 0, 1 << 20)
 
         let output = folder.appendingPathComponent("out.safetensors")
@@ -152,13 +153,6 @@ final class HostileInteropTests: BinaryTestCase {
 // MARK: - Zip archives, DEFLATE streams and measured runs, made here
 
 /// One zip entry: its name, method (0 STORED, 8 DEFLATE), stored bytes, size and CRC-32.
-struct ZipItem {
-    var name: String
-    var method: Int
-    var stored: [UInt8]
-    var uncompressedSize: Int
-    var crc: UInt32
-}
 
 extension HostileInteropTests {
     /// The entries of a small zip without ZIP64 or an archive comment (as the fixtures are).
@@ -182,28 +176,6 @@ extension HostileInteropTests {
         return items
     }
 
-    /// A zip of `items` (local headers, central directory, end record; no ZIP64).
-    func writeZip(_ items: [ZipItem]) -> Data {
-        var out: [UInt8] = [], central: [UInt8] = []
-        func le(_ value: Int, _ width: Int, _ into: inout [UInt8]) {
-            for i in 0..<width { into.append(UInt8(truncatingIfNeeded: value >> (8 * i))) }
-        }
-        for item in items {
-            let name = Array(item.name.utf8), offset = out.count
-            le(0x0403_4b50, 4, &out); le(20, 2, &out); le(0, 2, &out); le(item.method, 2, &out); le(0, 4, &out)
-            le(Int(item.crc), 4, &out); le(item.stored.count, 4, &out); le(item.uncompressedSize, 4, &out)
-            le(name.count, 2, &out); le(0, 2, &out); out += name; out += item.stored
-            le(0x0201_4b50, 4, &central); le(20, 2, &central); le(20, 2, &central); le(0, 2, &central); le(item.method, 2, &central)
-            le(0, 4, &central); le(Int(item.crc), 4, &central); le(item.stored.count, 4, &central); le(item.uncompressedSize, 4, &central)
-            le(name.count, 2, &central); le(0, 2, &central); le(0, 2, &central); le(0, 2, &central); le(0, 2, &central)
-            le(0, 4, &central); le(offset, 4, &central); central += name
-        }
-        let directory = out.count
-        out += central
-        le(0x0605_4b50, 4, &out); le(0, 4, &out); le(items.count, 2, &out); le(items.count, 2, &out)
-        le(central.count, 4, &out); le(directory, 4, &out); le(0, 2, &out)
-        return Data(out)
-    }
 
     /// A raw DEFLATE stream of `count` (≥ 1) zero bytes at DEFLATE's densest: one dynamic block
     /// whose literal/length code is {285 (length 258): "0", literal 0: "10", end: "11"} and whose

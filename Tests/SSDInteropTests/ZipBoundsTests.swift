@@ -9,23 +9,7 @@ import SSDTestSupport
 final class ZipBoundsTests: XCTestCase {
     /// A zip whose entries carry their own method, stored bytes, declared size and CRC.
     func makeArchive(_ items: [(name: String, method: Int, stored: [UInt8], size: Int, crc: UInt32)]) -> Data {
-        var out: [UInt8] = [], central: [UInt8] = []
-        func le(_ v: Int, _ w: Int, _ into: inout [UInt8]) { for i in 0..<w { into.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
-        for item in items {
-            let name = Array(item.name.utf8), offset = out.count
-            le(0x0403_4b50, 4, &out); le(20, 2, &out); le(0, 2, &out); le(item.method, 2, &out); le(0, 4, &out)
-            le(Int(item.crc), 4, &out); le(item.stored.count, 4, &out); le(item.size, 4, &out)
-            le(name.count, 2, &out); le(0, 2, &out); out += name; out += item.stored
-            le(0x0201_4b50, 4, &central); le(20, 2, &central); le(20, 2, &central); le(0, 2, &central); le(item.method, 2, &central)
-            le(0, 4, &central); le(Int(item.crc), 4, &central); le(item.stored.count, 4, &central); le(item.size, 4, &central)
-            le(name.count, 2, &central); for _ in 0..<4 { le(0, 2, &central) }
-            le(0, 4, &central); le(offset, 4, &central); central += name
-        }
-        let directory = out.count
-        out += central
-        le(0x0605_4b50, 4, &out); le(0, 4, &out); le(items.count, 2, &out); le(items.count, 2, &out)
-        le(central.count, 4, &out); le(directory, 4, &out); le(0, 2, &out)
-        return Data(out)
+        ZipBuilder.archive(items.map { ZipItem(name: $0.name, method: $0.method, stored: $0.stored, uncompressedSize: $0.size, crc: $0.crc) })
     }
 
     /// `bytes` as one final stored DEFLATE block.
