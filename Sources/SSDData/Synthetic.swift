@@ -29,7 +29,6 @@ public enum SyntheticVOC {
               options.widths.lowerBound >= 32, options.heights.lowerBound >= 32 else {
             throw DataError.invalidArgument("synthetic set: need some images of at least 32×32 pixels")
         }
-        let fm = FileManager.default
         for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] { try createFolder(root.appendingPathComponent(sub)) }
         var train: [String] = [], test: [String] = []
         for i in 0..<(options.trainCount + options.testCount) {
