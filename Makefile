@@ -27,7 +27,7 @@ test: deps
 	ONEDNN_MAX_CPU_ISA=AVX2 $(SWIFT) test -c release --skip-build --disable-swift-testing
 
 demo: build
-	.build/release/ssd demo --output demo-output
+	.build/release/ssd demo --output demo-output --overwrite
 
 bench: build
 	.build/release/ssd bench

@@ -28,11 +28,12 @@ struct Demo: ParsableCommand {
     @Option(help: "Seed of the data, the initialisation and the training order.") var seed: UInt64 = 1
     @Option(help: "Annotated test images to write.") var samples: Int = 12
     @Option(help: "Threads preparing batches.") var workers: Int = 2
+    @Flag(help: "Replace what an earlier demo wrote in --output (its data, run and detections).") var overwrite = false
 
     func validate() throws {
         if trainImages < batchSize || testImages < 1 { throw ValidationError("need at least one batch of training images and one test image") }
         if iterations < 1 || batchSize < 1 || workers < 1 { throw ValidationError("--iterations, --batch-size and --workers must be at least 1") }
-        if !(lr > 0) { throw ValidationError("--lr must be positive") }
+        if !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a finite positive number") }
     }
 
     func run() throws {
@@ -40,6 +41,19 @@ struct Demo: ParsableCommand {
         let start = Date()
         printError("cpu: \(HostCPU.summary)")
         let out = URL(fileURLWithPath: output)
+        // An earlier demo (or anything else) in --output is replaced only when asked.
+        let earlier = ["data", "run", "detections"].filter { FileManager.default.fileExists(atPath: out.appendingPathComponent($0).path) }
+        if !earlier.isEmpty {
+            guard overwrite else {
+                throw UserError("\(output): holds an earlier demo (\(earlier.joined(separator: ", "))); give --overwrite to replace it, "
+                                + "or choose another --output")
+            }
+            for name in earlier {
+                do { try FileManager.default.removeItem(at: out.appendingPathComponent(name)) } catch {
+                    throw UserError("\(out.appendingPathComponent(name).path): cannot remove it for --overwrite (\(error.localizedDescription))")
+                }
+            }
+        }
         try makeFolder(output)
 
         // 1. Data: a VOC-layout folder and the reference's lists.

@@ -115,6 +115,23 @@ final class HostileTrainingTests: BinaryTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: output.appendingPathComponent("checkpoint.safetensors").path))
     }
 
+    /// `ssd demo` into a folder holding an earlier demo replaces it only with --overwrite.
+    func testDemoDoesNotReplaceAnEarlierDemoUnasked() throws {
+        let dir = try scratch()
+        let output = dir.appendingPathComponent("demo").path
+        let small = ["demo", "--output", output, "--train-images", "4", "--test-images", "1", "--iterations", "1",
+                     "--batch-size", "2", "--samples", "1", "--workers", "1"]
+        XCTAssertEqual(try ssd(small).status, 0)
+        let checkpoint = URL(fileURLWithPath: output).appendingPathComponent("run/checkpoint.safetensors")
+        let before = try Data(contentsOf: checkpoint)
+        let again = try ssd(small)
+        XCTAssertEqual(again.status, 1, again.all)
+        XCTAssertTrue(again.error.contains("--overwrite"), again.error)
+        XCTAssertEqual(try Data(contentsOf: checkpoint), before)
+        let replaced = try ssd(small + ["--overwrite"])
+        XCTAssertEqual(replaced.status, 0, replaced.all)
+    }
+
     func testTemporaryFilesOfAKilledRunAreRemovedAtTheNextStart() throws {
         let dir = try scratch()
         let lists = try trainingLists(in: dir), output = dir.appendingPathComponent("run")
