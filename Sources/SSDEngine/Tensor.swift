@@ -191,13 +191,8 @@ public final class Tensor: @unchecked Sendable {
         return data[base + (y * shape[3] + x) * stride]
     }
 
-    /// Whether every element is finite (no NaN, no infinity). A product of zero with a
-    /// non-finite value stays NaN, so one multiply-add pass catches both.
-    public var isFinite: Bool {
-        var acc: Float = 0
-        for i in 0..<count { acc += data[i] * 0 }
-        return acc == 0
-    }
+    /// Whether every element is finite (no NaN, no infinity).
+    public var isFinite: Bool { allFinite(data, count: count) }
 
     /// Sum of squares, accumulated in Double: an L2 norm that does not depend on element order
     /// at f32 precision.
@@ -206,4 +201,12 @@ public final class Tensor: @unchecked Sendable {
         for i in 0..<count { let v = Double(data[i]); s += v * v }
         return s
     }
+}
+
+/// Whether the `count` values at `values` are all finite (no NaN, no infinity). A product of
+/// zero with a non-finite value is NaN, so one multiply-add pass catches both.
+public func allFinite(_ values: UnsafePointer<Float>, count: Int) -> Bool {
+    var acc: Float = 0
+    for i in 0..<count { acc += values[i] * 0 }
+    return acc == 0
 }

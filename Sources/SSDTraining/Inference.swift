@@ -77,10 +77,7 @@ public enum Inference {
                 // the photo's answer would be silently wrong, so it is reported instead.
                 let perLocs = locs.count / decoded.count, perScores = scores.count / decoded.count
                 finite = (0..<decoded.count).map { i in
-                    var acc: Float = 0
-                    for j in 0..<perLocs { acc += locs.data[i * perLocs + j] * 0 }
-                    for j in 0..<perScores { acc += scores.data[i * perScores + j] * 0 }
-                    return acc == 0
+                    allFinite(locs.data + i * perLocs, count: perLocs) && allFinite(scores.data + i * perScores, count: perScores)
                 }
             }
             var next = 0

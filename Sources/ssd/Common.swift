@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SSDData
 import SSDEngine
 
 /// Options every compute command shares.
@@ -58,23 +59,10 @@ func requireExisting(_ path: String, what: String, folder: Bool = false) throws 
     if folder != isFolder.boolValue { throw UserError("\(path): expected a \(folder ? "folder" : "file") (\(what))") }
 }
 
-/// Creates `path` as a folder (and its parents) if needed; the error says which part of the
-/// path is in the way and why, in the system's words.
+/// Creates `path` as a folder (and its parents) if needed; the error names the part of the path
+/// in the way and why, in words (SSDData's `createFolder`).
 func makeFolder(_ path: String) throws {
-    var built = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") {
-        built += "/" + part
-        var info = stat()
-        if stat(built, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFDIR else {
-                throw UserError("\(path): cannot create the folder: \(built) is a file, not a folder")
-            }
-            continue
-        }
-        if mkdir(built, 0o755) != 0 && errno != EEXIST {
-            throw UserError("\(path): cannot create the folder \(built) (\(String(cString: strerror(errno))))")
-        }
-    }
+    try createFolder(URL(fileURLWithPath: path))
 }
 
 /// A file the command will write, checked before any long work starts: its folder exists (or is
@@ -91,9 +79,7 @@ func outputFile(_ path: String, what: String) throws -> URL {
         throw UserError("\(path): is a folder, not a file (\(what))")
     }
     let folder = url.deletingLastPathComponent()
-    do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
-        throw UserError("\(path): cannot create its folder \(folder.path) (\(what))")
-    }
+    do { try makeFolder(folder.path) } catch { throw UserError("\(what) \(path): \(error)") }
     // Probe with a real file: permission bits say nothing for root or a read-only file system.
     let probe = folder.appendingPathComponent(".ssd-write-probe-\(getpid())-\(UUID().uuidString)")
     let descriptor = open(probe.path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
