@@ -131,7 +131,7 @@ public final class SSD300 {
     }
 
     /// Non-learned state saved with the weights: batch normalisation's running statistics.
-    public var buffers: [(String, Tensor)] { blocks.compactMap(\.norm).flatMap(\.buffers) }
+    public var buffers: [(String, Tensor)] { blocks.compactMap(\.norm).flatMap(\.buffers).map { ($0.name, $0.value) } }
 
     /// Training mode (batch statistics in batch normalisation) or evaluation mode.
     public var isTraining: Bool = true {

@@ -10,7 +10,7 @@ import SSDEngine
 /// The loops run on 16-float vectors: in nChw{b}c a vector is 16/b pixels' b channels of a
 /// block (lane l holds channel l mod b); in NCHW, 16 consecutive pixels of one channel. Sums are taken per row in f32 and
 /// gathered in Double, so statistics over millions of pixels keep their precision.
-public final class BatchNorm2D {
+public final class BatchNorm2D: Layer {
     /// γ (C), initialised to 1.
     public let weight: Parameter
     /// β (C), initialised to 0.
@@ -43,8 +43,8 @@ public final class BatchNorm2D {
         self.epsilon = epsilon
         self.momentum = momentum
         self.activation = activation
-        weight = Parameter(name: name + ".weight", shape: [channels])
-        bias = Parameter(name: name + ".bias", shape: [channels])
+        weight = Parameter(name: name + ".weight", role: .normalizationWeight, shape: [channels])
+        bias = Parameter(name: name + ".bias", role: .normalizationBias, shape: [channels])
         weight.value.fill(1)
         runningMean = Tensor(shape: [channels])
         runningVariance = Tensor(shape: [channels])
@@ -55,7 +55,10 @@ public final class BatchNorm2D {
 
     public var parameters: [Parameter] { [weight, bias] }
     /// Non-learned tensors saved with the weights, by state_dict name.
-    public var buffers: [(String, Tensor)] { [(name + ".running_mean", runningMean), (name + ".running_var", runningVariance)] }
+    public var buffers: [Buffer] {
+        [Buffer(name: name + ".running_mean", role: .runningMean, value: runningMean),
+         Buffer(name: name + ".running_var", role: .runningVariance, value: runningVariance)]
+    }
 
     // MARK: Geometry of the vectorised loops
 

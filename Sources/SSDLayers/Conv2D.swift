@@ -12,7 +12,7 @@ public enum Activation: String, Sendable {
 /// The input may come in any layout the backend accepts; the output is in `outputLayout`
 /// (NCHW by default; a model chains layers in the backend's preferred blocked layout).
 /// `output` is planned at the first forward of an input shape and reused after.
-public final class Conv2D {
+public final class Conv2D: Layer {
     /// (Cout, Cin, kh, kw)
     public let weight: Parameter
     /// (Cout)
@@ -56,8 +56,8 @@ public final class Conv2D {
         self.outputLayout = outputLayout
         self.algorithm = algorithm
         self.backend = backend
-        weight = Parameter(name: name + ".weight", shape: [outputChannels, inputChannels, kernelSize, kernelSize])
-        bias = Parameter(name: name + ".bias", shape: [outputChannels])
+        weight = Parameter(name: name + ".weight", role: .weight, shape: [outputChannels, inputChannels, kernelSize, kernelSize])
+        bias = Parameter(name: name + ".bias", role: .bias, shape: [outputChannels])
     }
 
     public var parameters: [Parameter] { [weight, bias] }
@@ -150,7 +150,7 @@ public struct ReLU {
 
 /// Max pooling: PyTorch's `nn.MaxPool2d(kernel, stride, padding, ceil_mode)`, in the input's
 /// layout.
-public final class MaxPool2D {
+public final class MaxPool2D: Layer {
     public let kernelSize: Int
     public let stride: Int
     public let padding: Int
@@ -198,6 +198,13 @@ public final class MaxPool2D {
             try k.forward(input: x.data, output: output.data)
         }
         return output
+    }
+
+    public var parameters: [Parameter] { [] }
+
+    /// The `Layer` form: pooling has no parameters, so without `inputGrad` there is nothing to do.
+    public func backward(input: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
+        if let inputGrad { try backward(outputGrad: outputGrad, inputGrad: inputGrad) }
     }
 
     /// Routes `outputGrad` to the arg-max of each window of the last forward, writing

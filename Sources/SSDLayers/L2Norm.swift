@@ -4,7 +4,7 @@ import SSDEngine
 /// then each channel is scaled by a learnable factor (`rescale_factors`, (1, C, 1, 1),
 /// initialised to 20). As the reference, no epsilon: y = x / ‖x‖ · s. Works in NCHW or
 /// any blocked layout; the output has the input's layout.
-public final class L2Norm {
+public final class L2Norm: Layer {
     /// (1, C, 1, 1)
     public let scale: Parameter
     public let channels: Int
@@ -21,11 +21,13 @@ public final class L2Norm {
 
     public init(name: String = "rescale_factors", channels: Int, initialScale: Float = 20) {
         self.channels = channels
-        scale = Parameter(name: name, shape: [1, channels, 1, 1])
+        scale = Parameter(name: name, role: .scale, shape: [1, channels, 1, 1])
         scale.value.fill(initialScale)
     }
 
     public var parameters: [Parameter] { [scale] }
+    /// The same computation in both modes.
+    public var isTraining = true
 
     private func plan(_ x: Tensor, backward: Bool) throws {
         let shape = x.shape
@@ -85,15 +87,15 @@ public final class L2Norm {
     /// `inputGrad` and accumulates d loss / d scale.
     ///
     /// dx_c = s_c·dy_c/‖x‖ − x_c·(Σ_k s_k·dy_k·x_k)/‖x‖³,  ds_c = Σ dy_c·x_c/‖x‖.
-    public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor) throws {
+    public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
         guard x.shape.count == 4, norms.shape == [x.dim(0), x.dim(2), x.dim(3)] else {
             throw EngineError.invalidArgument("L2Norm backward needs a forward of the same input first")
         }
         try plan(x, backward: true)
         try outputGrad.requireShape(x.shape, layout: x.layout, "L2Norm output gradient")
-        try inputGrad.requireShape(x.shape, layout: x.layout, "L2Norm input gradient")
+        try inputGrad?.requireShape(x.shape, layout: x.layout, "L2Norm input gradient")
         let c = channels, plane = x.dim(2) * x.dim(3), layout = x.layout
-        let xp = x.data, gp = outputGrad.data, dxp = inputGrad.data, np = norms.data, sp = scale.value.data
+        let xp = x.data, gp = outputGrad.data, dxp = inputGrad?.data, np = norms.data, sp = scale.value.data
         let partials = scalePartials.data, dotsp = dots.data
         Profiler.measure("l2norm backward") {
         forEachTile(x.shape) { n, pixels, t in
@@ -111,6 +113,7 @@ public final class L2Norm {
                 }
                 partials[t * c + ch] = partial
             }
+            guard let dxp else { return }
             for ch in 0..<c {
                 let (base, ps) = layout.channelBase(n: n, c: ch, channels: c, plane: plane)
                 let s = sp[ch]

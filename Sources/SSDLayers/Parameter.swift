@@ -5,20 +5,23 @@ import SSDEngine
 public final class Parameter {
     /// The reference's state_dict key.
     public let name: String
+    /// What the tensor is (a convolution's weight, a normalisation's β, …).
+    public let role: ParameterRole
     /// The current values.
     public let value: Tensor
     /// d loss / d value, accumulated by backward passes until `zeroGrad`.
     public let grad: Tensor
 
-    public init(name: String, shape: [Int]) {
+    public init(name: String, role: ParameterRole, shape: [Int]) {
         self.name = name
+        self.role = role
         self.value = Tensor(shape: shape)
         self.grad = Tensor(shape: shape)
     }
 
-    /// Whether the reference's optimizer puts this parameter in its bias group (names ending
-    /// in `.bias`; `rescale_factors` is not a bias there).
-    public var isBias: Bool { name.hasSuffix(".bias") }
+    /// Whether the reference's optimizer puts this parameter in its bias group (convolution and
+    /// normalisation biases; `rescale_factors` is not a bias there).
+    public var isBias: Bool { role.isBias }
 
     public var shape: [Int] { value.shape }
 

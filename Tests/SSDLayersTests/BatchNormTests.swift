@@ -59,6 +59,6 @@ final class BatchNormTests: XCTestCase {
         bn.isTraining = false
         let z = try bn.forward(x)
         XCTAssertEqual(Double(z.data[0]), (1 - 0.45) / (1.5 + 1e-5).squareRoot(), accuracy: 1e-5)
-        XCTAssertEqual(bn.buffers.map(\.0), ["bn.running_mean", "bn.running_var"])
+        XCTAssertEqual(bn.buffers.map(\.name), ["bn.running_mean", "bn.running_var"])
     }
 }

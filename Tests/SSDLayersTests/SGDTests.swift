@@ -5,8 +5,8 @@ import XCTest
 /// SGD in PyTorch's semantics, checked against the update written out by hand.
 final class SGDTests: XCTestCase {
     func testMomentumWeightDecayAndBiasLearningRate() throws {
-        let w = Parameter(name: "layer.weight", shape: [2])
-        let b = Parameter(name: "layer.bias", shape: [1])
+        let w = Parameter(name: "layer.weight", role: .weight, shape: [2])
+        let b = Parameter(name: "layer.bias", role: .bias, shape: [1])
         w.value.data[0] = 1; w.value.data[1] = -2
         b.value.data[0] = 0.5
         let config = SGDConfiguration(learningRate: 0.1, biasLearningRateMultiplier: 2, momentum: 0.9, weightDecay: 0.01,
@@ -41,7 +41,7 @@ final class SGDTests: XCTestCase {
     }
 
     func testGradientClippingClampsEachElement() {
-        let p = Parameter(name: "w", shape: [3])
+        let p = Parameter(name: "w", role: .weight, shape: [3])
         let sgd = SGD(parameters: [p], configuration: SGDConfiguration(learningRate: 1, momentum: 0, weightDecay: 0,
                                                                        gradientClip: 0.5))
         p.grad.data[0] = 3; p.grad.data[1] = -0.2; p.grad.data[2] = -9
@@ -50,14 +50,15 @@ final class SGDTests: XCTestCase {
     }
 
     func testRescaleFactorsAreNotBiases() {
-        XCTAssertFalse(Parameter(name: "rescale_factors", shape: [1]).isBias)
-        XCTAssertTrue(Parameter(name: "base.conv1_1.bias", shape: [1]).isBias)
+        XCTAssertFalse(Parameter(name: "rescale_factors", role: .scale, shape: [1]).isBias)
+        XCTAssertTrue(Parameter(name: "base.bn1_1.bias", role: .normalizationBias, shape: [1]).isBias)
+        XCTAssertTrue(Parameter(name: "base.conv1_1.bias", role: .bias, shape: [1]).isBias)
     }
 }
 
 final class AdamTests: XCTestCase {
     func testAdamMatchesTheUpdateWrittenOut() {
-        let p = Parameter(name: "w", shape: [2])
+        let p = Parameter(name: "w", role: .weight, shape: [2])
         p.value.data[0] = 1; p.value.data[1] = -1
         let adam = Adam(parameters: [p], configuration: AdamConfiguration(learningRate: 0.1, weightDecay: 0.01))
         var w: [Double] = [1, -1], m: [Double] = [0, 0], v: [Double] = [0, 0]
