@@ -1,37 +1,63 @@
 import SSDEngine
 import SSDLayers
 
-/// A convolution followed by ReLU — with batch normalisation between them when configured
-/// (conv → BN → ReLU). Without it, bias and ReLU are fused into the convolution.
-final class ConvBlock {
+/// A convolution, then batch normalisation when the spec has one, then the activation —
+/// fused into the convolution when there is no batch norm, into the batch norm otherwise.
+final class ConvolutionBlock: Layer {
     let conv: Conv2D
     let norm: BatchNorm2D?
 
-    init(_ name: String, _ input: Int, _ output: Int, _ kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
-         batchNorm: Bool, algorithm: ConvolutionAlgorithm, backend: Backend) {
-        let prefix = name.split(separator: ".").dropLast().joined(separator: ".")
-        let layer = name.split(separator: ".").last.map(String.init) ?? name
-        conv = Conv2D(name: name, inputChannels: input, outputChannels: output, kernelSize: kernel, stride: stride,
-                      padding: padding, dilation: dilation, activation: batchNorm ? .none : .relu,
-                      outputLayout: backend.preferredLayout(channels: output), algorithm: algorithm, backend: backend)
-        // base.conv4_3 → base.bn4_3
-        norm = batchNorm ? BatchNorm2D(name: prefix + "." + layer.replacingOccurrences(of: "conv", with: "bn"),
-                                       channels: output, activation: .relu) : nil
+    init(_ spec: ConvolutionSpec, algorithm: ConvolutionAlgorithm, backend: Backend) {
+        let layout = spec.nchwOutput ? .nchw : backend.preferredLayout(channels: spec.outputChannels)
+        conv = Conv2D(name: spec.name, inputChannels: spec.inputChannels, outputChannels: spec.outputChannels,
+                      kernelSize: spec.kernelSize, stride: spec.stride, padding: spec.padding, dilation: spec.dilation,
+                      activation: spec.normalization == nil ? spec.activation : .none, outputLayout: layout,
+                      algorithm: algorithm, backend: backend)
+        norm = spec.normalization.map {
+            BatchNorm2D(name: $0, channels: spec.outputChannels, epsilon: spec.epsilon, momentum: spec.momentum,
+                        activation: spec.activation)
+        }
     }
 
-    /// The block's output (after the ReLU).
+    /// The block's output (after the activation).
     var output: Tensor { norm?.output ?? conv.output }
     var parameters: [Parameter] { conv.parameters + (norm?.parameters ?? []) }
+    var buffers: [Buffer] { norm?.buffers ?? [] }
+    var sublayers: [Layer] { [conv] + (norm.map { [$0] } ?? []) }
+    var isTraining: Bool {
+        get { conv.isTraining }
+        set {
+            conv.isTraining = newValue
+            norm?.isTraining = newValue
+        }
+    }
 
+    @discardableResult
     func forward(_ x: Tensor) throws -> Tensor {
         let y = try conv.forward(x)
         return try norm?.forward(y) ?? y
     }
 
-    /// Backward from `outputGrad`, which it overwrites (ReLU mask, then — with batch
-    /// normalisation, in place — the gradient at the convolution's output).
+    /// Overwrites `outputGrad` (activation mask, then — with batch normalisation, in place — the
+    /// gradient at the convolution's output).
     func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
         if let norm { try norm.backward(input: conv.output, outputGrad: outputGrad, inputGrad: outputGrad) }
         try conv.backward(input: x, outputGrad: outputGrad, inputGrad: inputGrad)
+    }
+
+    func initialize(_ initialization: Initialization, rng: inout SeededRandom) {
+        switch initialization {
+        case .pytorchDefault:
+            Initializer.pytorchDefault(weight: conv.weight.value, bias: conv.bias.value, rng: &rng)
+        case .xavierUniform:
+            Initializer.xavierUniform(conv.weight.value, rng: &rng)
+            conv.bias.value.zero()
+        case .kaimingNormalFanOut:
+            Initializer.kaimingNormalFanOut(conv.weight.value, rng: &rng)
+            conv.bias.value.zero()
+        case let .normal(std):
+            rng.fillNormal(conv.weight.value, std: std)
+            conv.bias.value.zero()
+        }
     }
 }

@@ -9,9 +9,9 @@ public enum KernelSurvey {
     public static func survey(_ configuration: SSDConfiguration, algorithm: ConvolutionAlgorithm,
                               batch: Int = 1) throws -> [KernelImplementation] {
         DNNLBackend.resetKernelLog()
-        let model = try SSD300(configuration: configuration, algorithm: algorithm, backend: DNNLBackend())
+        let model = try SSDModel(configuration: configuration, algorithm: algorithm, backend: DNNLBackend())
         var rng = SeededRandom(seed: 7)
-        let images = Tensor(shape: [batch, 3, 300, 300])
+        let images = Tensor(shape: [batch, 3, model.inputSize, model.inputSize])
         rng.fillNormal(images)
         model.isTraining = false
         try model.forward(images)

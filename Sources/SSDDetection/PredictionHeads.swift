@@ -1,49 +1,49 @@
 import SSDEngine
 import SSDLayers
 
-/// The localisation and class prediction convolutions on one feature map, and the
-/// permute/reshape/concatenate that turns their (N, boxes·k, H, W) outputs into rows of the
-/// stacked (N, n_priors, k) predictions — the reference's
-/// `x.permute(0, 2, 3, 1).contiguous().view(N, -1, k)` followed by `torch.cat(dim=1)`.
+/// The localisation and class heads on one feature map, and the permute/reshape/concatenate
+/// that turns their (N, boxes·k, H, W) outputs into rows of the stacked (N, n_priors, k)
+/// predictions — the reference's `x.permute(0, 2, 3, 1).contiguous().view(N, -1, k)` followed
+/// by `torch.cat(dim=1)` (torchvision's heads stack the same way).
 final class PredictionHead {
-    let featureName: String
     let boxes: Int
     let classes: Int
-    /// Index of this map's first prior in the stacked predictions.
-    let priorOffset: Int
-    let loc: Conv2D
-    let cls: Conv2D
+    /// (N, C, H, W) → (N, boxes·4, H, W) and (N, boxes·classes, H, W), both NCHW: the scatter
+    /// into the stacked predictions reads them plane by plane.
+    let loc: Layer
+    let cls: Layer
+    /// Index of this map's first prior in the stacked predictions (set by the forward).
+    private var priorOffset = 0
     /// (N, boxes·4, H, W) and (N, boxes·classes, H, W): gradients gathered from the stacked ones.
     private var locGrad = Tensor(shape: [0])
     private var clsGrad = Tensor(shape: [0])
 
-    init(featureName: String, inputChannels: Int, boxes: Int, classes: Int, priorOffset: Int,
-         algorithm: ConvolutionAlgorithm, backend: Backend) {
-        // Outputs stay NCHW: the scatter into the stacked predictions reads them plane by plane.
-        self.featureName = featureName
+    init(loc: Layer, cls: Layer, boxes: Int, classes: Int) {
+        self.loc = loc
+        self.cls = cls
         self.boxes = boxes
         self.classes = classes
-        self.priorOffset = priorOffset
-        loc = Conv2D(name: "pred_convs.loc_\(featureName)", inputChannels: inputChannels, outputChannels: boxes * 4,
-                     kernelSize: 3, padding: 1, algorithm: algorithm, backend: backend)
-        cls = Conv2D(name: "pred_convs.cl_\(featureName)", inputChannels: inputChannels,
-                     outputChannels: boxes * classes, kernelSize: 3, padding: 1, algorithm: algorithm, backend: backend)
     }
 
-    /// Runs both convolutions on `feature` (N, C, H, W) and scatters their outputs into
-    /// `locs` (N, n_priors, 4) and `scores` (N, n_priors, classes).
-    func forward(_ feature: Tensor, locs: Tensor, scores: Tensor) throws {
+    /// Runs both heads on `feature` (N, C, H, W) and scatters their outputs into `locs`
+    /// (N, n_priors, 4) and `scores` (N, n_priors, classes) from prior `priorOffset` on.
+    func forward(_ feature: Tensor, locs: Tensor, scores: Tensor, priorOffset: Int) throws {
+        self.priorOffset = priorOffset
         let l = try loc.forward(feature)
         let c = try cls.forward(feature)
+        let plane = feature.dim(2) * feature.dim(3), n = feature.dim(0)
+        try l.requireShape([n, boxes * 4, feature.dim(2), feature.dim(3)], layout: .nchw, "localisation head output")
+        try c.requireShape([n, boxes * classes, feature.dim(2), feature.dim(3)], layout: .nchw, "class head output")
+        precondition(priorOffset + plane * boxes <= locs.dim(1), "the caller checks the prior count")
         Profiler.measure("heads scatter") {
             Self.scatter(l, k: 4, boxes: boxes, into: locs, offset: priorOffset)
             Self.scatter(c, k: classes, boxes: boxes, into: scores, offset: priorOffset)
         }
     }
 
-    /// From the stacked gradients, accumulates both convolutions' parameter gradients and
-    /// writes d loss / d feature into `featureGrad`; `scratch` (the feature's shape and layout)
-    /// is overwritten.
+    /// From the stacked gradients, accumulates both heads' parameter gradients and writes
+    /// d loss / d feature into `featureGrad`; `scratch` (the feature's shape and layout) is
+    /// overwritten.
     func backward(_ feature: Tensor, gradLocs: Tensor, gradScores: Tensor, featureGrad: Tensor, scratch: Tensor) throws {
         if locGrad.shape != loc.output.shape { locGrad = Tensor(shape: loc.output.shape) }
         if clsGrad.shape != cls.output.shape { clsGrad = Tensor(shape: cls.output.shape) }

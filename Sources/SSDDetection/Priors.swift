@@ -27,6 +27,17 @@ public enum Priors {
         FeatureMapSpec(name: "conv11_2", size: 1, scale: 0.9, aspectRatios: [1, 2, 0.5]),
     ]
 
+    /// SSD512's seven feature maps: the tutorial's rule with the paper's 512 layout.
+    public static let ssd512: [FeatureMapSpec] = [
+        FeatureMapSpec(name: "conv4_3", size: 64, scale: 0.07, aspectRatios: [1, 2, 0.5]),
+        FeatureMapSpec(name: "conv7", size: 32, scale: 0.15, aspectRatios: [1, 2, 3, 0.5, 0.333]),
+        FeatureMapSpec(name: "conv8_2", size: 16, scale: 0.30, aspectRatios: [1, 2, 3, 0.5, 0.333]),
+        FeatureMapSpec(name: "conv9_2", size: 8, scale: 0.45, aspectRatios: [1, 2, 3, 0.5, 0.333]),
+        FeatureMapSpec(name: "conv10_2", size: 4, scale: 0.60, aspectRatios: [1, 2, 3, 0.5, 0.333]),
+        FeatureMapSpec(name: "conv11_2", size: 2, scale: 0.75, aspectRatios: [1, 2, 0.5]),
+        FeatureMapSpec(name: "conv12_2", size: 1, scale: 0.90, aspectRatios: [1, 2, 0.5]),
+    ]
+
     /// Priors in centre-size form, (count, 4) flattened, clamped to [0, 1] as the reference
     /// does. Computed in Double (the reference's Python floats), then rounded to f32.
     public static func centreSize(_ maps: [FeatureMapSpec] = ssd300) -> [Float] {

@@ -60,6 +60,8 @@ public protocol Layer: AnyObject {
     var isTraining: Bool { get set }
     /// The last forward's result.
     var output: Tensor { get }
+    /// The layers this one is made of (empty for a primitive layer), for walks that look inside.
+    var sublayers: [Layer] { get }
     @discardableResult
     func forward(_ x: Tensor) throws -> Tensor
     func backward(input: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws
@@ -67,6 +69,7 @@ public protocol Layer: AnyObject {
 
 extension Layer {
     public var buffers: [Buffer] { [] }
+    public var sublayers: [Layer] { [] }
     /// Zeroes every parameter's gradient.
     public func zeroGrad() { for p in parameters { p.zeroGrad() } }
 }

@@ -53,6 +53,12 @@ public enum Initializer {
         rng.fillNormal(t, std: (2 / Float(fanIn)).squareRoot())
     }
 
+    /// Kaiming-normal with fan-out, as `nn.init.kaiming_normal_(w, mode="fan_out")`: N(0, 2 / fan_out).
+    public static func kaimingNormalFanOut(_ t: Tensor, rng: inout SeededRandom) {
+        let (_, fanOut) = fans(t.shape)
+        rng.fillNormal(t, std: (2 / Float(fanOut)).squareRoot())
+    }
+
     static func fans(_ shape: [Int]) -> (Int, Int) {
         guard shape.count >= 2 else { return (max(shape.first ?? 1, 1), max(shape.first ?? 1, 1)) }
         let receptive = shape.dropFirst(2).reduce(1, *)

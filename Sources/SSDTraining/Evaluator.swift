@@ -21,7 +21,7 @@ public enum Evaluator {
 
     /// `loader` must be built on the test split without shuffling. `progress(done, total)` is
     /// called after every batch. The model is put in evaluation mode and restored after.
-    public static func evaluate(model: SSD300, loader: DataLoader, settings: DetectionSettings = DetectionSettings(),
+    public static func evaluate(model: SSDModel, loader: DataLoader, settings: DetectionSettings = DetectionSettings(),
                                 metric: APMetric = .voc07, progress: (Int, Int) -> Void = { _, _ in }) throws -> Result {
         guard loader.dataset.split == .test, !loader.shuffle else {
             throw TrainingError.data("evaluation needs the test split, unshuffled")

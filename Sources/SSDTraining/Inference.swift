@@ -43,7 +43,7 @@ public enum Inference {
     /// cannot be decoded, or whose outputs are not finite) — one bad photo does not stop the
     /// others. Only one full-size photo is held at a time: each is resized into the batch and
     /// released at once, so memory does not grow with the photos' sizes times the batch.
-    public static func detect(files: [URL], model: SSD300, settings: DetectionSettings, suppress: Set<Int> = [],
+    public static func detect(files: [URL], model: SSDModel, settings: DetectionSettings, suppress: Set<Int> = [],
                               batchSize: Int = 8, progress: (Int, Int) -> Void = { _, _ in },
                               each: (Int, Result<PhotoDetections, PhotoFailure>) throws -> Void) throws {
         let wasTraining = model.isTraining
@@ -103,7 +103,7 @@ public enum Inference {
     }
 
     /// Detections for every file, in order; the first photo that fails stops it with its error.
-    public static func detect(files: [URL], model: SSD300, settings: DetectionSettings, suppress: Set<Int> = [],
+    public static func detect(files: [URL], model: SSDModel, settings: DetectionSettings, suppress: Set<Int> = [],
                               batchSize: Int = 8, progress: (Int, Int) -> Void = { _, _ in }) throws -> [PhotoDetections] {
         var results: [PhotoDetections] = []
         try detect(files: files, model: model, settings: settings, suppress: suppress, batchSize: batchSize,

@@ -118,7 +118,7 @@ public enum ClassNames {
 /// a JSON-lines log. Because every batch is a function of (seed, iteration), resuming from a
 /// checkpoint continues exactly where it stopped.
 public final class Trainer {
-    public let model: SSD300
+    public let model: SSDModel
     public let optimizer: Optimizer
     public let loader: DataLoader
     public let options: TrainingOptions
@@ -128,7 +128,7 @@ public final class Trainer {
 
     /// `loader` must be built from the training split with `options.batchSize`, `dropLast` and
     /// `options.seed`.
-    public init(model: SSD300, loader: DataLoader, options: TrainingOptions, classNames: [String]) throws {
+    public init(model: SSDModel, loader: DataLoader, options: TrainingOptions, classNames: [String]) throws {
         guard loader.batchSize == options.batchSize, loader.dropLast, loader.seed == options.seed, loader.batchCount > 0 else {
             throw TrainingError.data("the loader must use batch size \(options.batchSize), seed \(options.seed) and drop the last partial batch, and have at least one full batch")
         }

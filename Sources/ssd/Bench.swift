@@ -50,8 +50,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         engine.apply()
         var results: [String: Double] = [:]
-        let model = compact ? try SSD300(configuration: .compact(classCount: 21), algorithm: engine.algorithm)
-            : SSD300(classCount: 21, algorithm: engine.algorithm)
+        let model = compact ? try SSDModel(configuration: .compact(classCount: 21), algorithm: engine.algorithm)
+            : try SSDModel(.ssd300, classCount: 21, algorithm: engine.algorithm)
         if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
         print("cpu: \(HostCPU.summary); activation layout \((model.backend as? DNNLBackend)?.hostLayout.description ?? "nchw")")
         if workload == .inference || workload == .all {
@@ -183,7 +183,7 @@ struct Info: ParsableCommand {
         print("cpu: \(HostCPU.summary)")
         print("backend: \(backend.name), activation layout \(backend.hostLayout), threads: \(Threads.count), "
               + "algorithm: \(engine.algorithm.rawValue)")
-        let reference = SSD300(classCount: 21, algorithm: engine.algorithm)
+        let reference = try SSDModel(.ssd300, classCount: 21, algorithm: engine.algorithm)
         let count = reference.parameters.reduce(0) { $0 + $1.value.count }
         print("SSD300 (21 classes): \(reference.parameters.count) parameter tensors, \(count) values, "
               + "\(reference.priorsCxcy.count / 4) priors")

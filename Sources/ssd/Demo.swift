@@ -79,7 +79,7 @@ struct Demo: ParsableCommand {
         training.seed = seed
         training.checkpointEvery = max(iterations / 4, 1)
         training.logEvery = 10
-        let model = try SSD300(configuration: .compact(classCount: names.count + 1), algorithm: engine.algorithm, seed: seed)
+        let model = try SSDModel(configuration: .compact(classCount: names.count + 1), algorithm: engine.algorithm, seed: seed)
         let loader = try DataLoader(dataset: DetectionDataset(list: report.train, split: .train, augmentation: .flip),
                                     batchSize: batchSize, dropLast: true, seed: seed, threads: workers)
         let trainer = try Trainer(model: model, loader: loader, options: training, classNames: names)

@@ -8,9 +8,9 @@ import SSDTraining
 
 /// A model built from a weights file as its metadata describes, and its class names (from the
 /// metadata; the VOC names for a 21-class file without them).
-func loadModel(_ path: String, algorithm: ConvolutionAlgorithm) throws -> (model: SSD300, classNames: [String]) {
+func loadModel(_ path: String, algorithm: ConvolutionAlgorithm) throws -> (model: SSDModel, classNames: [String]) {
     try requireExisting(path, what: "weights")
-    let model = try SSD300.load(contentsOf: URL(fileURLWithPath: path), algorithm: algorithm)
+    let model = try SSDModel.load(contentsOf: URL(fileURLWithPath: path), algorithm: algorithm)
     try requireFiniteWeights(model, from: path)
     let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
     let names = try classNames(from: file, classCount: model.classCount)
@@ -33,7 +33,7 @@ func classNames(from file: SafetensorsFile, classCount: Int) throws -> [String] 
 
 /// Throws, naming the first tensor, unless every weight and buffer of `model` is finite: NaN
 /// weights detect nothing and infinite ones detect nonsense, both without a word otherwise.
-func requireFiniteWeights(_ model: SSD300, from path: String) throws {
+func requireFiniteWeights(_ model: SSDModel, from path: String) throws {
     if let (name, _) = model.stateTensors.first(where: { !$0.1.isFinite }) {
         throw UserError("\(path): \(name) holds NaN or infinite values; these weights cannot be used")
     }

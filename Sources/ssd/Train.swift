@@ -138,7 +138,7 @@ struct Train: ParsableCommand {
             throw UserError("\(data): \(list.images.count) training images, fewer than one batch of \(options.batchSize)")
         }
         let run = try RunFolder(path: output, resume: resume, overwrite: overwrite)
-        let model = try SSD300(configuration: configuration, algorithm: engine.algorithm, seed: options.seed)
+        let model = try SSDModel(configuration: configuration, algorithm: engine.algorithm, seed: options.seed)
         if let weights { try loadInitialWeights(weights, into: model) }
         let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .train, augmentation: augmentation), batchSize: options.batchSize,
                                     dropLast: true, seed: options.seed, threads: workers)
@@ -244,7 +244,7 @@ func sameFile(_ a: String, _ b: String) -> Bool {
 
 /// Loads every tensor of `path` that the model has (same name, same shape), e.g. a converted
 /// VGG16 base; at least one must match.
-func loadInitialWeights(_ path: String, into model: SSD300) throws {
+func loadInitialWeights(_ path: String, into model: SSDModel) throws {
     try requireExisting(path, what: "--weights")
     let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
     var loaded = 0

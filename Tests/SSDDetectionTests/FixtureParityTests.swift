@@ -40,9 +40,9 @@ final class FixtureParityTests: XCTestCase {
         return c
     }
 
-    func makeModel(_ c: Case, algorithm: ConvolutionAlgorithm = .direct) throws -> SSD300 {
+    func makeModel(_ c: Case, algorithm: ConvolutionAlgorithm = .direct) throws -> SSDModel {
         let classes = c.weights.entries["pred_convs.cl_conv4_3.bias"]!.shape[0] / 4
-        let model = SSD300(classCount: classes, algorithm: algorithm)
+        let model = try SSDModel(.ssd300, classCount: classes, algorithm: algorithm)
         try model.load(c.weights)
         return model
     }
@@ -234,7 +234,7 @@ final class FixtureParityTests: XCTestCase {
 
     func testWeightsWithWrongClassCountAreRejected() throws {
         let c = try loadCase()
-        let model = SSD300(classCount: 5)
+        let model = try SSDModel(.ssd300, classCount: 5)
         XCTAssertThrowsError(try model.load(c.weights)) { error in
             XCTAssertTrue("\(error)".contains("pred_convs.cl_conv4_3"), "\(error)")
         }

@@ -7,8 +7,8 @@ import XCTest
 
 /// The SSD300's structure and its handling of bad input (no fixtures needed).
 final class SSD300Tests: XCTestCase {
-    func testParametersFollowTheReferenceStateDict() {
-        let model = SSD300(classCount: 4)
+    func testParametersFollowTheReferenceStateDict() throws {
+        let model = try SSDModel(.ssd300, classCount: 4)
         let names = model.parameters.map(\.name)
         XCTAssertEqual(names.count, 71)
         XCTAssertEqual(names.first, "rescale_factors")
@@ -22,8 +22,8 @@ final class SSD300Tests: XCTestCase {
         XCTAssertEqual(model.parameter(named: "rescale_factors")?.value.array, [Float](repeating: 20, count: 512))
     }
 
-    func testNewLayersInitialiseAsTheReference() {
-        let model = SSD300(classCount: 21, seed: 3)
+    func testNewLayersInitialiseAsTheReference() throws {
+        let model = try SSDModel(.ssd300, classCount: 21, seed: 3)
         for name in ["aux_convs.conv9_1", "pred_convs.cl_conv8_2"] {
             let w = model.parameter(named: name + ".weight")!.value
             let receptive = w.dim(2) * w.dim(3)
@@ -34,14 +34,14 @@ final class SSD300Tests: XCTestCase {
             XCTAssertEqual(model.parameter(named: name + ".bias")!.value.array.allSatisfy { $0 == 0 }, true)
         }
         // Same seed, same weights.
-        XCTAssertEqual(SSD300(classCount: 21, seed: 3).parameter(named: "base.conv1_1.weight")!.value.array,
+        XCTAssertEqual(try SSDModel(.ssd300, classCount: 21, seed: 3).parameter(named: "base.conv1_1.weight")!.value.array,
                        model.parameter(named: "base.conv1_1.weight")!.value.array)
     }
 
     func testBadInputIsRejected() throws {
-        let model = SSD300(classCount: 3)
+        let model = try SSDModel(.ssd300, classCount: 3)
         XCTAssertThrowsError(try model.forward(Tensor(shape: [1, 3, 224, 224]))) { e in
-            XCTAssertTrue("\(e)".contains("SSD300 input"), "\(e)")
+            XCTAssertTrue("\(e)".contains("ssd300 input"), "\(e)")
         }
         XCTAssertThrowsError(try model.backward(gradLocs: Tensor(shape: [1, 8732, 4]), gradScores: Tensor(shape: [1, 8732, 3])))
         let weights = try SafetensorsFile(data: SafetensorsWriter.encode([("rescale_factors", Tensor(shape: [1, 512, 1, 1]))]),
@@ -53,7 +53,7 @@ final class SSD300Tests: XCTestCase {
 
     func testForwardThenBackwardOnABatchAllocatesOnlyOnce() throws {
         // A second step of the same batch shape reuses every planned buffer.
-        let model = SSD300(classCount: 3, algorithm: .winograd)
+        let model = try SSDModel(.ssd300, classCount: 3, algorithm: .winograd)
         let images = randomTensor([1, 3, 300, 300], seed: 1)
         let loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
         let truth = [GroundTruth(boxes: [0.2, 0.2, 0.7, 0.6], labels: [2])]
@@ -76,11 +76,11 @@ final class SSD300Tests: XCTestCase {
 /// The compact configuration (1/8 widths, batch normalisation) used by the demo.
 final class CompactSSDTests: XCTestCase {
     func testCompactModelLearnsAFixedBatch() throws {
-        let model = try SSD300(configuration: .compact(classCount: 3), algorithm: .winograd, seed: 1)
+        let model = try SSDModel(configuration: .compact(classCount: 3), algorithm: .winograd, seed: 1)
         XCTAssertNotNil(model.parameter(named: "base.bn1_1.weight"))
         XCTAssertEqual(model.parameter(named: "base.conv1_1.weight")?.shape, [16, 3, 3, 3])  // 64/8, raised to 16
         XCTAssertEqual(model.parameter(named: "pred_convs.cl_conv7.weight")?.shape, [18, 128, 3, 3])
-        XCTAssertTrue(model.buffers.contains { $0.0 == "aux_convs.bn11_2.running_var" })
+        XCTAssertTrue(model.buffers.contains { $0.name == "aux_convs.bn11_2.running_var" })
         let images = randomTensor([2, 3, 300, 300], seed: 2)
         let truths = [GroundTruth(boxes: [0.1, 0.2, 0.5, 0.7], labels: [1]),
                       GroundTruth(boxes: [0.4, 0.4, 0.9, 0.8, 0.05, 0.05, 0.3, 0.3], labels: [2, 1])]
@@ -101,7 +101,7 @@ final class CompactSSDTests: XCTestCase {
     }
 
     func testCheckpointCarriesTheConfiguration() throws {
-        let model = try SSD300(configuration: .compact(classCount: 4), seed: 3)
+        let model = try SSDModel(configuration: .compact(classCount: 4), seed: 3)
         model.isTraining = true
         try model.forward(randomTensor([1, 3, 300, 300], seed: 4))  // moves the running statistics
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssd-compact-\(UUID().uuidString)")
@@ -109,7 +109,7 @@ final class CompactSSDTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("compact.safetensors")
         try model.save(to: url, metadata: ["class_names": "a,b,c"])
-        let loaded = try SSD300.load(contentsOf: url)
+        let loaded = try SSDModel.load(contentsOf: url)
         XCTAssertEqual(loaded.configuration, model.configuration)
         for ((n1, t1), (n2, t2)) in zip(model.stateTensors, loaded.stateTensors) {
             XCTAssertEqual(n1, n2)
@@ -121,6 +121,6 @@ final class CompactSSDTests: XCTestCase {
         let x = randomTensor([1, 3, 300, 300], seed: 5)
         let a = try model.forward(x).scores.array
         XCTAssertEqual(try loaded.forward(x).scores.array, a)
-        XCTAssertThrowsError(try SSD300(configuration: SSDConfiguration(classCount: 3, widthDivisor: 3)))
+        XCTAssertThrowsError(try SSDModel(configuration: SSDConfiguration(classCount: 3, widthDivisor: 3)))
     }
 }

@@ -76,7 +76,7 @@ final class FixtureTests: XCTestCase {
             let out = directory.appendingPathComponent(name + ".safetensors")
             XCTAssertEqual(try TorchConversion.convertCheckpoint(input: try fixture(name), output: out), modelExpected.tensors.count)
             XCTAssertEqual(try RawSafetensors(url: out), modelExpected, name)
-            // The team's reader (what SSD300.load uses) opens it and widens to f32 exactly.
+            // The team's reader (what SSDModel.load uses) opens it and widens to f32 exactly.
             let file = try SafetensorsFile(url: out)
             XCTAssertEqual(try file.tensor("base.conv1_1.weight").shape, [4, 3, 3, 3])
         }

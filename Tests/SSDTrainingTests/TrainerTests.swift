@@ -39,7 +39,7 @@ final class TrainerTests: XCTestCase {
         options.checkpointEvery = 100
         options.logEvery = 1
         if let learningRate { options.sgd.learningRate = learningRate; options.adam.learningRate = learningRate }
-        let model = try SSD300(configuration: .compact(classCount: d.classes.count + 1), algorithm: .winograd, seed: 7)
+        let model = try SSDModel(configuration: .compact(classCount: d.classes.count + 1), algorithm: .winograd, seed: 7)
         let loader = try DataLoader(dataset: DetectionDataset(list: d.train, split: .train), batchSize: 2, dropLast: true, seed: seed)
         return try Trainer(model: model, loader: loader, options: options, classNames: d.classes)
     }
@@ -99,7 +99,7 @@ final class TrainerTests: XCTestCase {
 
     func testEvaluatorScoresTheTestSet() throws {
         let d = try data()
-        let model = try SSD300(configuration: .compact(classCount: d.classes.count + 1), seed: 1)
+        let model = try SSDModel(configuration: .compact(classCount: d.classes.count + 1), seed: 1)
         let loader = try DataLoader(dataset: DetectionDataset(list: d.test, split: .test), batchSize: 3, shuffle: false)
         var calls = 0
         let result = try Evaluator.evaluate(model: model, loader: loader) { done, total in
@@ -125,7 +125,7 @@ final class InferenceTests: XCTestCase {
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw XCTSkip("⚠️ FIXTURE MISSING: \(weights.path) — detect parity SKIPPED")
         }
-        let model = try SSD300.load(contentsOf: weights, algorithm: .direct)
+        let model = try SSDModel.load(contentsOf: weights, algorithm: .direct)
         let photos = ["chelsea.png", "coffee.png"].map { root.appendingPathComponent("ssd300/\($0)") }
         let results = try Inference.detect(files: photos, model: model, settings: .demo)
         let expected = try SafetensorsFile(url: root.appendingPathComponent("ssd300/case.safetensors"))
@@ -173,7 +173,7 @@ final class ShippedModelTests: XCTestCase {
         let list = try DataLists.build(trainRoots: [], testRoots: [folder], classes: .given(SyntheticVOC.classes)).test
         var maps: [Float] = []
         for algorithm in [ConvolutionAlgorithm.direct, .winograd] {
-            let model = try SSD300.load(contentsOf: weights, algorithm: algorithm)
+            let model = try SSDModel.load(contentsOf: weights, algorithm: algorithm)
             let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test), batchSize: 8, shuffle: false)
             maps.append(try Evaluator.evaluate(model: model, loader: loader).scores.meanAveragePrecision)
         }

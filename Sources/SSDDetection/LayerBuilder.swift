@@ -1,0 +1,24 @@
+import SSDEngine
+import SSDLayers
+
+/// Turns `LayerSpec`s into layers on one backend, initialising each as its spec says. The
+/// random draws follow the order of the walk, so a seed gives the same model every time.
+struct LayerBuilder {
+    let algorithm: ConvolutionAlgorithm
+    let backend: Backend
+
+    func build(_ spec: LayerSpec, rng: inout SeededRandom) throws -> Layer {
+        switch spec {
+        case let .convolution(c):
+            let block = ConvolutionBlock(c, algorithm: algorithm, backend: backend)
+            block.initialize(c.initialization, rng: &rng)
+            return block
+        case let .maxPool(kernelSize, stride, padding, ceilMode):
+            return MaxPool2D(kernelSize: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode, backend: backend)
+        case let .l2Norm(name, channels, initialScale):
+            return L2Norm(name: name, channels: channels, initialScale: initialScale)
+        case .squeezeExcitation, .sequence, .residual:
+            throw ModelError.configuration("layer \(spec) is not supported yet")
+        }
+    }
+}
