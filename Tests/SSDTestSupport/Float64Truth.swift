@@ -17,14 +17,32 @@ public struct Float64Truth {
     /// The SGD losses in full float64 (the safetensors copy is rounded to float32).
     public let sgdLosses: [Double]
 
-    /// Loads `<directory>/case_f64.safetensors` and `case_f64.json`, or nil (loudly) without them.
+    /// Per key, where the fixture records it: max|PyTorch f32 − f64| (absolute).
+    public var pytorchAbsoluteError: [String: Double] = [:]
+
+    /// Loads `<directory>/case_f64.safetensors` and PyTorch's error per key — from
+    /// `case_f64.json` (`pytorch_f32_relative_error`, SSD300's fixture) or from `case.json`
+    /// (`pytorch_f32_error`: per key `relative`, `absolute`, `max_abs_f64`; a null relative error
+    /// where the truth is zero) — or nil (loudly) without them.
     public static func load(_ directory: String) throws -> Float64Truth? {
-        guard let url = Fixtures.url("\(directory)/case_f64.safetensors"), let jsonURL = Fixtures.url("\(directory)/case_f64.json")
-        else { return nil }
+        guard let url = Fixtures.url("\(directory)/case_f64.safetensors") else { return nil }
+        if let root = Fixtures.root, FileManager.default.fileExists(atPath: root.appendingPathComponent("\(directory)/case_f64.json").path),
+           let jsonURL = Fixtures.url("\(directory)/case_f64.json") {
+            let json = try JSONSerialization.jsonObject(with: Data(contentsOf: jsonURL)) as? [String: Any] ?? [:]
+            let errors = json["pytorch_f32_relative_error"] as? [String: Double] ?? [:]
+            return Float64Truth(file: try SafetensorsFile(url: url), pytorchError: errors,
+                                sgdLosses: json["sgd_losses_f64"] as? [Double] ?? [])
+        }
+        guard let jsonURL = Fixtures.url("\(directory)/case.json") else { return nil }
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: jsonURL)) as? [String: Any] ?? [:]
-        let errors = json["pytorch_f32_relative_error"] as? [String: Double] ?? [:]
-        return Float64Truth(file: try SafetensorsFile(url: url), pytorchError: errors,
-                            sgdLosses: json["sgd_losses_f64"] as? [Double] ?? [])
+        let entries = json["pytorch_f32_error"] as? [String: [String: Any]] ?? [:]
+        var truth = Float64Truth(file: try SafetensorsFile(url: url),
+                                 // Where the truth is zero the relative error is null, and `relativeError` measures
+                                 // the absolute one: compare with PyTorch's absolute error there.
+                                 pytorchError: entries.compactMapValues { ($0["relative"] as? Double) ?? ($0["absolute"] as? Double) },
+                                 sgdLosses: json["sgd_losses_f64"] as? [Double] ?? [])
+        truth.pytorchAbsoluteError = entries.compactMapValues { $0["absolute"] as? Double }
+        return truth
     }
 }
 
