@@ -29,7 +29,7 @@ public struct ObjectSet: Sendable, Equatable {
     }
 }
 
-/// One image ready for the network: 300×300 RGB (normalised when batched) and its objects in
+/// One image ready for the network: side×side RGB (normalised when batched) and its objects in
 /// fractional coordinates.
 public struct PreparedSample: Sendable, Equatable {
     public var image: RGBImage
@@ -41,6 +41,7 @@ public struct PreparedSample: Sendable, Equatable {
 /// 300×300 and fractional boxes; for testing only the resize. Randomness comes from the
 /// `SeededRandom` passed in, so a sample's augmentation depends on nothing else.
 public enum Augmentation {
+    /// The tutorial's output side (SSD300's input).
     public static let outputSize = 300
     /// The minimum overlaps the random crop draws from; nil means "do not crop".
     public static let cropOverlaps: [Float?] = [0, 0.1, 0.3, 0.5, 0.7, 0.9, nil]
@@ -78,7 +79,7 @@ public enum Augmentation {
     /// `to_tensor` … `to_pil_image` puts every training pixel through (a few values drop by one).
     static let roundTrip: [UInt8] = (0..<256).map { UInt8(Float(Float($0) / 255) * 255) }
     /// The ImageNet mean the expanded canvas is filled with, as `to_pil_image` turns it to bytes.
-    static let expandFill: [UInt8] = Normalization.mean.map { UInt8($0 * 255) }
+    static let expandFill: [UInt8] = Normalization.imagenet.mean.map { UInt8($0 * 255) }
 
     /// Intersection over union of two xyxy boxes, as the reference's `find_jaccard_overlap`.
     @inline(__always) static func iou(_ a: (Float, Float, Float, Float), _ b: ArraySlice<Float>) -> Float {
@@ -153,9 +154,9 @@ public enum Augmentation {
         }
     }
 
-    /// Resizes to 300×300 (PIL-exact bilinear) and divides the boxes by the old size. Boxes are
+    /// Resizes to side×side (PIL-exact bilinear) and divides the boxes by the old size. Boxes are
     /// clamped to [0, 1]: the reference's flip can push an edge one pixel outside (x = −1).
-    public static func resize(_ image: RGBImage, _ objects: ObjectSet) -> PreparedSample {
+    public static func resize(_ image: RGBImage, _ objects: ObjectSet, side: Int = outputSize) -> PreparedSample {
         var result = objects
         let w = Float(image.width), h = Float(image.height)
         for i in 0..<objects.count {
@@ -164,16 +165,17 @@ public enum Augmentation {
             result.boxes[4 * i + 2] = min(max(objects.boxes[4 * i + 2] / w, 0), 1)
             result.boxes[4 * i + 3] = min(max(objects.boxes[4 * i + 3] / h, 0), 1)
         }
-        return PreparedSample(image: Resampler.resizeBilinear(image, width: outputSize, height: outputSize), objects: result)
+        return PreparedSample(image: Resampler.resizeBilinear(image, width: side, height: side), objects: result)
     }
 
     /// The test transform: resize only.
-    public static func test(_ image: RGBImage, _ objects: ObjectSet) -> PreparedSample {
-        resize(image, objects)
+    public static func test(_ image: RGBImage, _ objects: ObjectSet, side: Int = outputSize) -> PreparedSample {
+        resize(image, objects, side: side)
     }
 
     /// The training transform, drawing every random decision from `rng` in the reference's order.
-    public static func train(_ image: RGBImage, _ objects: ObjectSet, rng: inout SeededRandom) -> PreparedSample {
+    public static func train(_ image: RGBImage, _ objects: ObjectSet, rng: inout SeededRandom,
+                             side: Int = outputSize) -> PreparedSample {
         var distorted = image
         photometricDistort(&distorted, rng: &rng)
         // Expand: a canvas `scale` times larger filled with the mean, the image at a random place.
@@ -197,15 +199,16 @@ public enum Augmentation {
         }
         var cropped = materialize(distorted, canvasOffset: (offsetX, offsetY), crop: rect)
         if rng.nextDouble() < 0.5 { flip(&cropped, &current) }
-        return resize(cropped, current)
+        return resize(cropped, current, side: side)
     }
 
     /// A light training transform: horizontal flip (chance 0.5) and resize only — for small
     /// synthetic sets that a model should learn in minutes.
-    public static func flipOnly(_ image: RGBImage, _ objects: ObjectSet, rng: inout SeededRandom) -> PreparedSample {
+    public static func flipOnly(_ image: RGBImage, _ objects: ObjectSet, rng: inout SeededRandom,
+                                side: Int = outputSize) -> PreparedSample {
         var flipped = image, current = objects
         if rng.nextDouble() < 0.5 { flip(&flipped, &current) }
-        return resize(flipped, current)
+        return resize(flipped, current, side: side)
     }
 
     /// The pixels of `crop` (left, top, width, height) on the expanded canvas, without building

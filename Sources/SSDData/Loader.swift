@@ -23,12 +23,16 @@ public struct DetectionDataset: Sendable {
     public var keepDifficult: Bool
     /// The augmentation of the training split.
     public var augmentation: TrainingAugmentation
+    /// The model's input: every sample is resized to its side and normalised with its statistics.
+    public var input: InputFormat
 
-    public init(list: DataList, split: DataSplit, keepDifficult: Bool = true, augmentation: TrainingAugmentation = .reference) {
+    public init(list: DataList, split: DataSplit, keepDifficult: Bool = true, augmentation: TrainingAugmentation = .reference,
+                input: InputFormat = .reference) {
         self.list = list
         self.split = split
         self.keepDifficult = keepDifficult
         self.augmentation = augmentation
+        self.input = input
     }
 
     public var count: Int { list.images.count }
@@ -61,12 +65,12 @@ public struct DetectionDataset: Sendable {
             objects = objects.subset((0..<objects.count).filter { objects.difficulties[$0] == 0 })
         }
         switch split {
-        case .test: return Augmentation.test(image, objects)
+        case .test: return Augmentation.test(image, objects, side: input.side)
         case .train:
             var rng = Self.sampleRandom(seed: seed, epoch: epoch, index: index)
             switch augmentation {
-            case .reference: return Augmentation.train(image, objects, rng: &rng)
-            case .flip: return Augmentation.flipOnly(image, objects, rng: &rng)
+            case .reference: return Augmentation.train(image, objects, rng: &rng, side: input.side)
+            case .flip: return Augmentation.flipOnly(image, objects, rng: &rng, side: input.side)
             }
         }
     }
@@ -159,12 +163,13 @@ public struct DataLoader: Sendable {
             throw DataError.invalidArgument("batch \(number) of an epoch of \(batchCount) batches")
         }
         let indices = Array(order[(number * batchSize)..<min(order.count, (number + 1) * batchSize)])
-        let images = Tensor(shape: [indices.count, 3, Augmentation.outputSize, Augmentation.outputSize])
-        let plane = 3 * Augmentation.outputSize * Augmentation.outputSize
+        let side = dataset.input.side
+        let images = Tensor(shape: [indices.count, 3, side, side])  // (N, 3, S, S)
+        let plane = 3 * side * side
         var boxes: [[Float]] = [], labels: [[Int]] = [], difficulties: [[Int]] = []
         for (n, index) in indices.enumerated() {
             let sample = try dataset.sample(index, seed: seed, epoch: epoch)
-            Normalization.normalize(sample.image, into: images.data + n * plane)
+            dataset.input.normalization.normalize(sample.image, into: images.data + n * plane)
             boxes.append(sample.objects.boxes)
             labels.append(sample.objects.labels)
             difficulties.append(sample.objects.difficulties)
@@ -289,13 +294,13 @@ public enum DataThroughput {
         let start = DispatchTime.now().uptimeNanoseconds
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             let cpuStart = threadCPUTime()
-            let buffer = Tensor(shape: [3, Augmentation.outputSize, Augmentation.outputSize])
+            let buffer = Tensor(shape: [3, dataset.input.side, dataset.input.side])
             var i = worker
             var failure: Error?
             while i < n && failure == nil {
                 do {
                     let sample = try dataset.sample(i % dataset.count, seed: seed, epoch: i / dataset.count)
-                    Normalization.normalize(sample.image, into: buffer.data)
+                    dataset.input.normalization.normalize(sample.image, into: buffer.data)
                 } catch {
                     failure = error
                 }

@@ -172,23 +172,44 @@ public enum Resampler {
     }
 }
 
+/// What a model takes in: square images of `side` pixels, RGB in [0, 1] normalised per channel
+/// by `mean` and `std`. The tutorial's models take 300×300 (SSD512: 512) with ImageNet's
+/// statistics; torchvision's SSDLite 320×320 with mean and std 0.5.
+public struct InputFormat: Sendable, Equatable {
+    public var side: Int
+    public var normalization: Normalization
+    public init(side: Int, normalization: Normalization) {
+        self.side = side
+        self.normalization = normalization
+    }
+    /// The tutorial's SSD300 input.
+    public static let reference = InputFormat(side: 300, normalization: .imagenet)
+}
+
 /// Conversion of 8-bit RGB to the network's input: planar (3, H, W) f32, each value
 /// (v/255 − mean[c]) / std[c] computed in f32 as torchvision's `to_tensor` then `normalize` do.
-public enum Normalization {
-    /// The ImageNet channel means the VGG base was trained with.
-    public static let mean: [Float] = [0.485, 0.456, 0.406]
-    /// The ImageNet channel standard deviations.
-    public static let std: [Float] = [0.229, 0.224, 0.225]
-
+public struct Normalization: Sendable, Equatable {
+    public let mean: [Float]
+    public let std: [Float]
     /// The 3×256 table of normalised values.
-    static let table: [Float] = {
+    private let table: [Float]
+
+    public init(mean: [Float], std: [Float]) {
+        precondition(mean.count == 3 && std.count == 3, "a mean and a standard deviation per RGB channel")
+        self.mean = mean
+        self.std = std
         var t = [Float](repeating: 0, count: 768)
         for c in 0..<3 { for v in 0..<256 { t[c * 256 + v] = (Float(v) / 255 - mean[c]) / std[c] } }
-        return t
-    }()
+        table = t
+    }
+
+    public static func == (a: Normalization, b: Normalization) -> Bool { a.mean == b.mean && a.std == b.std }
+
+    /// The ImageNet channel statistics the VGG base was trained with.
+    public static let imagenet = Normalization(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
 
     /// Writes `image` normalised into `destination`, which must hold 3·height·width floats (CHW).
-    public static func normalize(_ image: RGBImage, into destination: UnsafeMutablePointer<Float>) {
+    public func normalize(_ image: RGBImage, into destination: UnsafeMutablePointer<Float>) {
         let plane = image.width * image.height
         table.withUnsafeBufferPointer { t in
             image.pixels.withUnsafeBufferPointer { p in
@@ -202,7 +223,7 @@ public enum Normalization {
     }
 
     /// `image` as a normalised (3, height, width) tensor.
-    public static func tensor(_ image: RGBImage) -> Tensor {
+    public func tensor(_ image: RGBImage) -> Tensor {
         let t = Tensor(shape: [3, image.height, image.width])
         normalize(image, into: t.data)
         return t

@@ -35,7 +35,15 @@ public struct PhotoFailure: Error, CustomStringConvertible {
     }
 }
 
-/// The reference's `detect()` on image files: decode, resize to 300×300 (PIL's bilinear),
+extension SSDModel {
+    /// The images this model takes: its input side and normalisation.
+    public var inputFormat: InputFormat {
+        InputFormat(side: architecture.inputSize,
+                    normalization: Normalization(mean: architecture.inputMean, std: architecture.inputStd))
+    }
+}
+
+/// The reference's `detect()` on image files: decode, resize to the model's side (PIL's bilinear),
 /// normalise, forward in evaluation mode, per-class NMS; optionally dropping some classes.
 public enum Inference {
     /// Detects objects in every file, `batchSize` photos per forward pass, and hands each
@@ -49,19 +57,19 @@ public enum Inference {
         let wasTraining = model.isTraining
         model.isTraining = false
         defer { model.isTraining = wasTraining }
-        let side = Augmentation.outputSize, step = max(batchSize, 1)
+        let input = model.inputFormat, side = input.side, step = max(batchSize, 1)
         var done = 0
         for start in stride(from: 0, to: files.count, by: step) {
             let chunk = Array(files[start..<min(files.count, start + step)])
             // (index into files, width, height) of the photos that decoded, in order.
             var decoded: [(index: Int, width: Int, height: Int)] = []
             var failures: [Int: PhotoFailure] = [:]
-            let batch = Tensor(shape: [chunk.count, 3, side, side])  // (N, 3, 300, 300)
+            let batch = Tensor(shape: [chunk.count, 3, side, side])  // (N, 3, S, S)
             for (i, file) in chunk.enumerated() {
                 do {
                     let image = try ImageCodec.load(file)
-                    Normalization.normalize(Resampler.resizeBilinear(image, width: side, height: side),
-                                            into: batch.data + decoded.count * 3 * side * side)
+                    input.normalization.normalize(Resampler.resizeBilinear(image, width: side, height: side),
+                                                  into: batch.data + decoded.count * 3 * side * side)
                     decoded.append((start + i, image.width, image.height))
                 } catch {
                     failures[start + i] = PhotoFailure(path: file.path, error: error)
@@ -70,8 +78,8 @@ public enum Inference {
             var found: [[Detection]] = []
             var finite: [Bool] = []
             if !decoded.isEmpty {
-                let input = decoded.count == chunk.count ? batch : Tensor(viewing: batch, shape: [decoded.count, 3, side, side])
-                let (locs, scores) = try model.forward(input)  // (N, priors, 4), (N, priors, classes)
+                let images = decoded.count == chunk.count ? batch : Tensor(viewing: batch, shape: [decoded.count, 3, side, side])
+                let (locs, scores) = try model.forward(images)  // (N, priors, 4), (N, priors, classes)
                 found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
                 // NaN scores select nothing and infinite offsets give infinite boxes: either way
                 // the photo's answer would be silently wrong, so it is reported instead.

@@ -30,7 +30,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions per workload (after one warm-up).")
     var repeats: Int = 3
 
-    @Flag(help: "Time the compact configuration (1/8 widths, batch normalisation) instead of the reference SSD300.")
+    @Option(help: "The network to time (21 classes): \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: ModelKind = .ssd300
+
+    @Flag(help: "Same as --model compact.")
     var compact = false
 
     @Flag(help: "Print where a training step's time goes, layer by layer.")
@@ -50,14 +53,14 @@ struct Bench: ParsableCommand {
     func run() throws {
         engine.apply()
         var results: [String: Double] = [:]
-        let model = compact ? try SSDModel(configuration: .compact(classCount: 21), algorithm: engine.algorithm)
-            : try SSDModel(.ssd300, classCount: 21, algorithm: engine.algorithm)
+        let model = try SSDModel(compact ? .compact : self.model, classCount: 21, algorithm: engine.algorithm)
+        let side = model.inputSize, priors = model.priorsCxcy.count / 4
         if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
         print("cpu: \(HostCPU.summary); activation layout \((model.backend as? DNNLBackend)?.hostLayout.description ?? "nchw")")
         if workload == .inference || workload == .all {
             model.isTraining = false  // inference kernels, weights prepared once
             for batch in inferenceBatches {
-                let images = Tensor(shape: [batch, 3, 300, 300])
+                let images = Tensor(shape: [batch, 3, side, side])
                 var rng = SeededRandom(seed: 1)
                 rng.fillNormal(images)
                 try model.forward(images)  // warm-up: plans buffers and primitives
@@ -82,7 +85,7 @@ struct Bench: ParsableCommand {
         }
         if workload == .train || workload == .all {
             let batch = trainBatch
-            let images = Tensor(shape: [batch, 3, 300, 300])
+            let images = Tensor(shape: [batch, 3, side, side])
             var rng = SeededRandom(seed: 2)
             rng.fillNormal(images)
             let truths = (0..<batch).map { _ -> GroundTruth in
@@ -91,7 +94,7 @@ struct Bench: ParsableCommand {
             }
             let loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
             let sgd = SGD(parameters: model.parameters)
-            let gl = Tensor(shape: [batch, 8732, 4]), gs = Tensor(shape: [batch, 8732, 21])
+            let gl = Tensor(shape: [batch, priors, 4]), gs = Tensor(shape: [batch, priors, 21])
             model.isTraining = true
             func step() throws {
                 Profiler.measure("zero gradients") { sgd.zeroGrad() }

@@ -80,7 +80,7 @@ struct Demo: ParsableCommand {
         training.checkpointEvery = max(iterations / 4, 1)
         training.logEvery = 10
         let model = try SSDModel(configuration: .compact(classCount: names.count + 1), algorithm: engine.algorithm, seed: seed)
-        let loader = try DataLoader(dataset: DetectionDataset(list: report.train, split: .train, augmentation: .flip),
+        let loader = try DataLoader(dataset: DetectionDataset(list: report.train, split: .train, augmentation: .flip, input: model.inputFormat),
                                     batchSize: batchSize, dropLast: true, seed: seed, threads: workers)
         let trainer = try Trainer(model: model, loader: loader, options: training, classNames: names)
         let run = out.appendingPathComponent("run")
@@ -103,7 +103,7 @@ struct Demo: ParsableCommand {
         try model.save(to: weights, metadata: ["class_names": ClassNames.encode(names)])
 
         // 3. Evaluate on the held-out split.
-        let testLoader = try DataLoader(dataset: DetectionDataset(list: report.test, split: .test), batchSize: batchSize, shuffle: false)
+        let testLoader = try DataLoader(dataset: DetectionDataset(list: report.test, split: .test, input: model.inputFormat), batchSize: batchSize, shuffle: false)
         let evalBar = ProgressBar(total: report.test.images.count, label: "eval ")
         let result = try Evaluator.evaluate(model: model, loader: testLoader) { done, _ in evalBar.update(done) }
         evalBar.finish()

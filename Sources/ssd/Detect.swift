@@ -15,18 +15,21 @@ struct Detect: ParsableCommand {
     @OptionGroup var engine: EngineOptions
     @Argument(help: "Photos (JPEG or PNG).") var images: [String]
     @Option(help: "Weights or checkpoint (safetensors).") var weights: String
+    @Option(help: "Refuse weights of any other model (\(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))); the weights say which they are.")
+    var model: ModelKind?
     @Option(help: "Folder for the annotated images.") var out: String?
     @Option(help: "Write the detections here as JSON.") var json: String?
-    @Option(parsing: .unconditional, help: "Minimum class score of a detection.") var minScore: Float = 0.2
-    @Option(parsing: .unconditional, help: "NMS overlap threshold.") var maxOverlap: Float = 0.5
-    @Option(parsing: .unconditional, help: "Detections kept per image.") var topK: Int = 200
+    @Option(parsing: .unconditional, help: "Minimum class score of a detection (default the model\'s: 0.2 to show, 0.01 to evaluate; ssdlite320 0.001)") var minScore: Float?
+    @Option(parsing: .unconditional, help: "NMS overlap threshold (default the model\'s).") var maxOverlap: Float?
+    @Option(parsing: .unconditional, help: "Detections kept per image (default the model\'s).") var topK: Int?
     @Option(help: "Comma-separated class names not to report.") var suppress: String?
     @Option(help: "TrueType font for the labels.") var font: String = FontRenderer.defaultPath
 
     func validate() throws {
         if images.isEmpty { throw ValidationError("give at least one image") }
-        if !(0..<1).contains(minScore) || !(0...1).contains(maxOverlap) { throw ValidationError("--min-score in [0, 1), --max-overlap in [0, 1]") }
-        if topK < 1 { throw ValidationError("--top-k must be at least 1") }
+        if let minScore, !(0..<1).contains(minScore) { throw ValidationError("--min-score must be in [0, 1)") }
+        if let maxOverlap, !(0...1).contains(maxOverlap) { throw ValidationError("--max-overlap must be in [0, 1]") }
+        if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
     }
 
     func run() throws {
@@ -39,7 +42,7 @@ struct Detect: ParsableCommand {
             return try outputFile(URL(fileURLWithPath: folder).appendingPathComponent("annotated.png").path, what: "--out")
                 .deletingLastPathComponent()
         }
-        let (model, names) = try loadModel(weights, algorithm: engine.algorithm)
+        let (model, names) = try loadModel(weights, algorithm: engine.algorithm, expecting: self.model)
         var suppressed = Set<Int>()
         for name in (suppress ?? "").split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces).lowercased() }) {
             guard let index = names.firstIndex(of: name) else {
@@ -52,7 +55,7 @@ struct Detect: ParsableCommand {
         let bar = ProgressBar(total: images.count, label: "detect")
         var records: [[String: Any]] = [], failures: [String] = []
         try Inference.detect(files: images.map { URL(fileURLWithPath: $0) }, model: model,
-                             settings: DetectionSettings(minScore: minScore, maxOverlap: maxOverlap, topK: topK),
+                             settings: detectionSettings(model.architecture.demoDetection, minScore: minScore, maxOverlap: maxOverlap, topK: topK),
                              suppress: suppressed, progress: { done, _ in bar.update(done) }) { index, outcome in
             switch outcome {
             case let .failure(failure):

@@ -13,21 +13,25 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var engine: EngineOptions
     @Option(help: "Weights or checkpoint (safetensors).") var weights: String
+    @Option(help: "Refuse weights of any other model (\(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))); the weights say which they are.")
+    var model: ModelKind?
     @Option(help: "A VOC-layout folder to evaluate on (with --split).") var voc: String?
     @Option(help: "The split of --voc.") var split: String = "test"
     @Option(help: "A folder of data lists (TEST_images.json, TEST_objects.json) instead of --voc.") var data: String?
     @Option(help: "voc07 (11-point, the reference), voc12 (area) or coco (IoU 0.50:0.05:0.95).") var metric: APMetric = .voc07
-    @Option(help: "Minimum class score of a detection.") var minScore: Float = 0.01
-    @Option(help: "NMS overlap threshold.") var maxOverlap: Float = 0.45
-    @Option(help: "Detections kept per image.") var topK: Int = 200
+    @Option(help: "Minimum class score of a detection (default the model\'s: 0.2 to show, 0.01 to evaluate; ssdlite320 0.001)") var minScore: Float?
+    @Option(help: "NMS overlap threshold (default the model\'s).") var maxOverlap: Float?
+    @Option(help: "Detections kept per image (default the model\'s).") var topK: Int?
     @Option(help: "Images per forward pass.") var batchSize: Int = 8
     @Option(help: "Write {\"mAP\", \"APs\", \"metric\"} here.") var json: String?
     @Option(help: "Write the per-class AP bar chart here (PNG). Default with --json: beside it, as NAME_ap.png.") var plot: String?
 
     func validate() throws {
         if (voc == nil) == (data == nil) { throw ValidationError("give exactly one of --voc and --data") }
-        if batchSize < 1 || topK < 1 { throw ValidationError("--batch-size and --top-k must be at least 1") }
-        if !(0..<1).contains(minScore) || !(0...1).contains(maxOverlap) { throw ValidationError("--min-score in [0, 1), --max-overlap in [0, 1]") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
+        if let minScore, !(0..<1).contains(minScore) { throw ValidationError("--min-score must be in [0, 1)") }
+        if let maxOverlap, !(0...1).contains(maxOverlap) { throw ValidationError("--max-overlap must be in [0, 1]") }
     }
 
     func run() throws {
@@ -36,7 +40,7 @@ struct Eval: ParsableCommand {
         let jsonURL = try json.map { try outputFile($0, what: "--json") }
         let chart = try (plot ?? json.map { URL(fileURLWithPath: $0).deletingPathExtension().path + "_ap.png" })
             .map { try outputFile($0, what: "--plot") }
-        let (model, names) = try loadModel(weights, algorithm: engine.algorithm)
+        let (model, names) = try loadModel(weights, algorithm: engine.algorithm, expecting: self.model)
         let list: DataList
         if let voc {
             try requireExisting(voc, what: "--voc", folder: true)
@@ -51,10 +55,10 @@ struct Eval: ParsableCommand {
                                from: folder.appendingPathComponent("label_map.json"), to: names)
         }
         guard !list.images.isEmpty else { throw UserError("\(voc ?? data!): the test list is empty") }
-        let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test), batchSize: batchSize, shuffle: false)
+        let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test, input: model.inputFormat), batchSize: batchSize, shuffle: false)
         let bar = ProgressBar(total: list.images.count, label: "eval")
         let result = try Evaluator.evaluate(model: model, loader: loader,
-                                            settings: DetectionSettings(minScore: minScore, maxOverlap: maxOverlap, topK: topK),
+                                            settings: detectionSettings(model.architecture.evaluationDetection, minScore: minScore, maxOverlap: maxOverlap, topK: topK),
                                             metric: metric) { done, _ in bar.update(done) }
         bar.finish()
         printAPTable(names: names, result: result.scores)

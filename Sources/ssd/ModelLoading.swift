@@ -8,13 +8,26 @@ import SSDTraining
 
 /// A model built from a weights file as its metadata describes, and its class names (from the
 /// metadata; the VOC names for a 21-class file without them).
-func loadModel(_ path: String, algorithm: ConvolutionAlgorithm) throws -> (model: SSDModel, classNames: [String]) {
+func loadModel(_ path: String, algorithm: ConvolutionAlgorithm,
+               expecting kind: ModelKind? = nil) throws -> (model: SSDModel, classNames: [String]) {
     try requireExisting(path, what: "weights")
     let model = try SSDModel.load(contentsOf: URL(fileURLWithPath: path), algorithm: algorithm)
+    if let kind, kind != model.kind {
+        throw UserError("\(path): these are \(model.kind) weights, not the --model \(kind) asked for")
+    }
     try requireFiniteWeights(model, from: path)
     let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
     let names = try classNames(from: file, classCount: model.classCount)
     return (model, names)
+}
+
+/// A model's post-processing with the flags that override it.
+func detectionSettings(_ defaults: DetectionSettings, minScore: Float?, maxOverlap: Float?, topK: Int?) -> DetectionSettings {
+    var s = defaults
+    if let minScore { s.minScore = minScore }
+    if let maxOverlap { s.maxOverlap = maxOverlap }
+    if let topK { s.topK = topK }
+    return s
 }
 
 /// Class names for labels 1…classCount−1 from a file's metadata, or the VOC names.

@@ -7,6 +7,7 @@ import SSDLayers
 import SSDTraining
 
 extension OptimizerKind: ExpressibleByArgument {}
+extension ModelKind: ExpressibleByArgument {}
 extension LocalizationLoss: ExpressibleByArgument {}
 extension TrainingAugmentation: ExpressibleByArgument {}
 
@@ -44,7 +45,10 @@ struct Train: ParsableCommand {
     @Option(help: "sgd (the reference) or adam (cosine decay); default sgd, a resumed run keeps its checkpoint's.")
     var optimizer: OptimizerKind?
     @Option(parsing: .unconditional, help: "Learning rate.") var lr: Float = 1e-3
-    @Option(parsing: .unconditional, help: "Bias learning rate multiplier (SGD).") var biasLrMultiplier: Float = 2
+    @Option(help: "The network: \(ModelKind.allCases.map(\.rawValue).joined(separator: ", ")) (default ssd300; a resumed run keeps its checkpoint's).")
+    var model: ModelKind?
+    @Option(parsing: .unconditional, help: "Bias learning rate multiplier (SGD); default the model's (2 for the tutorial's models, 1 for ssdlite320).")
+    var biasLrMultiplier: Float?
     @Option(parsing: .unconditional, help: "Momentum (SGD), in [0, 1).") var momentum: Float = 0.9
     @Option(parsing: .unconditional, help: "Weight decay.") var weightDecay: Float = 5e-4
     @Option(parsing: .upToNextOption, help: "Iterations at which the SGD learning rate is multiplied by --decay-factor.")
@@ -52,8 +56,8 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Learning rate decay factor (SGD), in (0, 1].") var decayFactor: Float = 0.1
     @Option(parsing: .unconditional, help: "Clamp every gradient element to ±this (the reference's clip_gradient).") var gradientClip: Float?
     @Option(help: "Localisation loss: l1 (the reference) or smooth-l1 (the paper).") var localizationLoss: LocalizationLoss = .l1
-    @Option(parsing: .unconditional, help: "Divide VGG's channel widths by this (1 = the reference SSD300).") var widthDivisor: Int = 1
-    @Flag(help: "Batch normalisation after each base and auxiliary convolution.") var batchNorm = false
+    @Option(parsing: .unconditional, help: "ssd300/ssd512: divide VGG's channel widths by this (default 1, compact 8).") var widthDivisor: Int?
+    @Flag(help: "ssd300/ssd512: batch normalisation after each base and auxiliary convolution (compact has it).") var batchNorm = false
     @Option(help: "Seed of the data order and augmentations (and of new layers' initialisation); default 0, a resumed run keeps its checkpoint's.")
     var seed: UInt64?
     @Option(parsing: .unconditional, help: "Write a checkpoint every this many iterations.") var checkpointEvery: Int = 1000
@@ -71,11 +75,14 @@ struct Train: ParsableCommand {
         if !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1), got \(momentum)") }
         if !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be finite and at least 0, got \(weightDecay)") }
         if !(decayFactor > 0 && decayFactor <= 1) { throw ValidationError("--decay-factor must be in (0, 1], got \(decayFactor)") }
-        if !(biasLrMultiplier >= 0 && biasLrMultiplier.isFinite) {
+        if let biasLrMultiplier, !(biasLrMultiplier >= 0 && biasLrMultiplier.isFinite) {
             throw ValidationError("--bias-lr-multiplier must be finite and at least 0, got \(biasLrMultiplier)")
         }
         if let bad = decayAt.first(where: { $0 < 1 }) { throw ValidationError("--decay-at iterations must be at least 1, got \(bad)") }
-        if widthDivisor < 1 { throw ValidationError("--width-divisor must be at least 1") }
+        if let widthDivisor, widthDivisor < 1 { throw ValidationError("--width-divisor must be at least 1") }
+        if resume != nil && (model != nil || widthDivisor != nil || batchNorm) {
+            throw ValidationError("--resume continues the checkpoint's model: drop --model, --width-divisor and --batch-norm")
+        }
         if checkpointEvery < 1 || logEvery < 1 { throw ValidationError("--checkpoint-every and --log-every must be at least 1") }
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
         if let gradientClip, !(gradientClip > 0 && gradientClip.isFinite) { throw ValidationError("--gradient-clip must be a finite positive number") }
@@ -87,7 +94,7 @@ struct Train: ParsableCommand {
         o.batchSize = batchSize ?? 8
         o.iterations = iterations
         o.optimizer = optimizer ?? .sgd
-        o.sgd = SGDConfiguration(learningRate: lr, biasLearningRateMultiplier: biasLrMultiplier, momentum: momentum,
+        o.sgd = SGDConfiguration(learningRate: lr, biasLearningRateMultiplier: biasLrMultiplier ?? 2, momentum: momentum,
                                  weightDecay: weightDecay, decayIterations: decayAt, decayFactor: decayFactor,
                                  gradientClip: gradientClip)
         o.adam = AdamConfiguration(learningRate: lr, weightDecay: weightDecay, totalIterations: iterations,
@@ -106,7 +113,9 @@ struct Train: ParsableCommand {
         let list = try DataLists.read(split: "TRAIN", from: folder)
         let labelMap = try DataLists.readLabelMap(folder.appendingPathComponent("label_map.json"))
         let classNames = labelMap.classes
-        var configuration = SSDConfiguration(classCount: classNames.count + 1, widthDivisor: widthDivisor, batchNorm: batchNorm)
+        var configuration = SSDConfiguration(model: model ?? .ssd300, classCount: classNames.count + 1, widthDivisor: widthDivisor,
+                                             batchNorm: batchNorm ? true : nil)
+        do { try configuration.validate() } catch { throw UserError("\(error)") }
         var options = self.options
         if let resume {
             try requireExisting(resume, what: "--resume")
@@ -138,9 +147,13 @@ struct Train: ParsableCommand {
             throw UserError("\(data): \(list.images.count) training images, fewer than one batch of \(options.batchSize)")
         }
         let run = try RunFolder(path: output, resume: resume, overwrite: overwrite)
+        if biasLrMultiplier == nil {
+            options.sgd.biasLearningRateMultiplier = configuration.architecture.optimizerGroups.biasLearningRateMultiplier
+        }
         let model = try SSDModel(configuration: configuration, algorithm: engine.algorithm, seed: options.seed)
         if let weights { try loadInitialWeights(weights, into: model) }
-        let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .train, augmentation: augmentation), batchSize: options.batchSize,
+        let dataset = DetectionDataset(list: list, split: .train, augmentation: augmentation, input: model.inputFormat)
+        let loader = try DataLoader(dataset: dataset, batchSize: options.batchSize,
                                     dropLast: true, seed: options.seed, threads: workers)
         let trainer = try Trainer(model: model, loader: loader, options: options, classNames: classNames)
         if let resume {

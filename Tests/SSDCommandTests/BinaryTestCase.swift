@@ -86,5 +86,5 @@ class BinaryTestCase: XCTestCase {
     }
 
     /// The compact model's training flags (1/8 widths, batch norm), small enough for tests.
-    static let compactModel = ["--width-divisor", "8", "--batch-norm"]
+    static let compactModel = ["--model", "compact"]
 }

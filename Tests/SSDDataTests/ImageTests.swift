@@ -18,11 +18,11 @@ final class ImageTests: XCTestCase {
         for (n, url) in [chelsea, coffee].enumerated() {
             let image = try ImageCodec.load(url)
             let resized = Resampler.resizeBilinear(image, width: 300, height: 300)
-            let ours = Normalization.tensor(resized)
+            let ours = Normalization.imagenet.tensor(resized)
             var worst: Float = 0
             for c in 0..<3 {
                 for i in 0..<(300 * 300) {
-                    let d = abs(ours.data[c * 90000 + i] - expected.data[n * 270000 + c * 90000 + i]) * Normalization.std[c] * 255
+                    let d = abs(ours.data[c * 90000 + i] - expected.data[n * 270000 + c * 90000 + i]) * Normalization.imagenet.std[c] * 255
                     worst = max(worst, d)
                 }
             }
@@ -110,7 +110,7 @@ final class ResizeTests: XCTestCase {
     /// Normalisation gives (v/255 − mean)/std per channel in CHW order.
     func testNormalization() throws {
         let image = try RGBImage(width: 2, height: 1, pixels: [0, 128, 255, 10, 20, 30])
-        let t = Normalization.tensor(image)
+        let t = Normalization.imagenet.tensor(image)
         XCTAssertEqual(t.shape, [3, 1, 2])
         XCTAssertEqual(t.data[0], (0 / 255 - 0.485) / 0.229)
         XCTAssertEqual(t.data[1], (Float(10) / 255 - 0.485) / 0.229)

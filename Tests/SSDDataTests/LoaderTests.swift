@@ -52,7 +52,7 @@ final class LoaderTests: XCTestCase {
         let batches = try Self.collect(DataLoader(dataset: test, batchSize: 2, shuffle: false, dropLast: true, threads: 2), epoch: 3)
         XCTAssertEqual(batches.count, 1)
         XCTAssertEqual(batches[0].indices, [0, 1])
-        let expected = Normalization.tensor(Resampler.resizeBilinear(try ImageCodec.load(URL(fileURLWithPath: report.test.images[1])), width: 300, height: 300))
+        let expected = Normalization.imagenet.tensor(Resampler.resizeBilinear(try ImageCodec.load(URL(fileURLWithPath: report.test.images[1])), width: 300, height: 300))
         XCTAssertEqual(memcmp(batches[0].images.data + 270_000, expected.data, 270_000 * 4), 0)
     }
 
