@@ -19,7 +19,7 @@ public enum KernelSurvey {
         let (locs, scores) = try model.forward(images)
         let truths = (0..<batch).map { _ in GroundTruth(boxes: [0.2, 0.3, 0.6, 0.8], labels: [1]) }
         let gradLocs = Tensor(shape: locs.shape), gradScores = Tensor(shape: scores.shape)
-        _ = try MultiBoxLoss(priorsCxcy: model.priorsCxcy).compute(locs: locs, scores: scores, truths: truths,
+        _ = try model.makeLoss().compute(locs: locs, scores: scores, truths: truths,
                                                                    gradLocs: gradLocs, gradScores: gradScores)
         try model.backward(gradLocs: gradLocs, gradScores: gradScores)
         // Kernels that are not oneDNN primitives (our Winograd): named by their layer.

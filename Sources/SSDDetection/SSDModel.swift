@@ -78,6 +78,9 @@ public final class SSDModel {
                       backend: backend, seed: seed)
     }
 
+    /// The loss this model trains with, in its description's convention.
+    public func makeLoss() -> MultiBoxLoss { MultiBoxLoss(priorsCxcy: priorsCxcy, convention: architecture.loss) }
+
     /// Every layer, walked depth first (composites, then their parts).
     public var layers: [Layer] {
         func walk(_ l: Layer) -> [Layer] { [l] + l.sublayers.flatMap(walk) }

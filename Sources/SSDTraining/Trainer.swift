@@ -25,7 +25,7 @@ public struct TrainingOptions: Sendable {
     public var checkpointEvery = 1000
     /// A log line (losses averaged since the previous one) every this many iterations.
     public var logEvery = 10
-    public var localization: LocalizationLoss = .l1
+    public var localization: LocalizationLoss? = nil
     public init() {}
 }
 
@@ -81,20 +81,20 @@ public struct CheckpointInfo: Sendable {
 
     public init(file: SafetensorsFile) throws {
         let m = file.metadata
-        func value(_ key: String) throws -> String {
-            guard let v = m[key] else { throw TrainingError.checkpoint("\(file.path): not a training checkpoint (no '\(key)' in its metadata)") }
+        func value(_ key: MetadataKey) throws -> String {
+            guard let v = m[key] else { throw TrainingError.checkpoint("\(file.path): not a training checkpoint (no '\(key.rawValue)' in its metadata)") }
             return v
         }
         configuration = try SSDConfiguration(metadata: m, file: file)
-        guard let iteration = Int(try value("iteration")), iteration >= 0,
-              let seed = UInt64(try value("seed")), let optimizer = OptimizerKind(rawValue: try value("optimizer")),
-              let batch = Int(try value("batch_size")), batch > 0
+        guard let iteration = Int(try value(.iteration)), iteration >= 0,
+              let seed = UInt64(try value(.seed)), let optimizer = OptimizerKind(rawValue: try value(.optimizer)),
+              let batch = Int(try value(.batchSize)), batch > 0
         else { throw TrainingError.checkpoint("\(file.path): malformed training metadata \(m)") }
         self.iteration = iteration
         self.seed = seed
         self.optimizer = optimizer
         batchSize = batch
-        classNames = ClassNames.decode(m["class_names"]) ?? []
+        classNames = ClassNames.decode(m[.classNames]) ?? []
     }
 }
 
@@ -140,8 +140,8 @@ public final class Trainer {
         case .sgd: optimizer = SGD(parameters: model.parameters, configuration: options.sgd)
         case .adam: optimizer = Adam(parameters: model.parameters, configuration: options.adam)
         }
-        loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
-        loss.localization = options.localization
+        loss = model.makeLoss()
+        if let localization = options.localization { loss.localization = localization }
     }
 
     // MARK: Checkpoints
@@ -160,11 +160,11 @@ public final class Trainer {
             throw TrainingError.nonFiniteState(iteration: iteration, tensor: name, checkpoint: lastGood)
         }
         var metadata = model.configuration.metadata
-        metadata["iteration"] = String(iteration)
-        metadata["seed"] = String(options.seed)
-        metadata["optimizer"] = options.optimizer.rawValue
-        metadata["batch_size"] = String(options.batchSize)
-        metadata["class_names"] = ClassNames.encode(classNames)
+        metadata[.iteration] = String(iteration)
+        metadata[.seed] = String(options.seed)
+        metadata[.optimizer] = options.optimizer.rawValue
+        metadata[.batchSize] = String(options.batchSize)
+        metadata[.classNames] = ClassNames.encode(classNames)
         try SafetensorsWriter.write(model.stateTensors + optimizer.stateTensors, metadata: metadata, to: url)
     }
 

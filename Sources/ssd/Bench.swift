@@ -92,7 +92,7 @@ struct Bench: ParsableCommand {
                 let x = rng.uniform(0, 0.5), y = rng.uniform(0, 0.5)
                 return GroundTruth(boxes: [x, y, x + rng.uniform(0.1, 0.5), y + rng.uniform(0.1, 0.5)], labels: [1 + Int(rng.next() % 20)])
             }
-            let loss = MultiBoxLoss(priorsCxcy: model.priorsCxcy)
+            let loss = model.makeLoss()
             let sgd = SGD(parameters: model.parameters)
             let gl = Tensor(shape: [batch, priors, 4]), gs = Tensor(shape: [batch, priors, 21])
             model.isTraining = true

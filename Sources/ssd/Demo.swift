@@ -100,7 +100,7 @@ struct Demo: ParsableCommand {
         try Plots.lossCurve(log: log, to: run.appendingPathComponent("loss.png"))
         // The weights alone (no optimizer state), with the class names, for `ssd detect`.
         let weights = run.appendingPathComponent("model.safetensors")
-        try model.save(to: weights, metadata: ["class_names": ClassNames.encode(names)])
+        try model.save(to: weights, metadata: [MetadataKey.classNames.rawValue: ClassNames.encode(names)])
 
         // 3. Evaluate on the held-out split.
         let testLoader = try DataLoader(dataset: DetectionDataset(list: report.test, split: .test, input: model.inputFormat), batchSize: batchSize, shuffle: false)

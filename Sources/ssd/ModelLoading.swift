@@ -32,7 +32,7 @@ func detectionSettings(_ defaults: DetectionSettings, minScore: Float?, maxOverl
 
 /// Class names for labels 1…classCount−1 from a file's metadata, or the VOC names.
 func classNames(from file: SafetensorsFile, classCount: Int) throws -> [String] {
-    if let names = ClassNames.decode(file.metadata["class_names"]) {
+    if let names = ClassNames.decode(file.metadata[.classNames]) {
         guard names.count == classCount - 1 else {
             throw UserError("\(file.path): \(names.count) class names in its metadata for \(classCount - 1) classes")
         }

@@ -55,7 +55,8 @@ struct Train: ParsableCommand {
     var decayAt: [Int] = [80_000, 100_000]
     @Option(parsing: .unconditional, help: "Learning rate decay factor (SGD), in (0, 1].") var decayFactor: Float = 0.1
     @Option(parsing: .unconditional, help: "Clamp every gradient element to ±this (the reference's clip_gradient).") var gradientClip: Float?
-    @Option(help: "Localisation loss: l1 (the reference) or smooth-l1 (the paper).") var localizationLoss: LocalizationLoss = .l1
+    @Option(help: "Localisation loss: l1 (the tutorial's) or smooth-l1 (the paper's, and torchvision's); default the model's.")
+    var localizationLoss: LocalizationLoss?
     @Option(parsing: .unconditional, help: "ssd300/ssd512: divide VGG's channel widths by this (default 1, compact 8).") var widthDivisor: Int?
     @Flag(help: "ssd300/ssd512: batch normalisation after each base and auxiliary convolution (compact has it).") var batchNorm = false
     @Option(help: "Seed of the data order and augmentations (and of new layers' initialisation); default 0, a resumed run keeps its checkpoint's.")
