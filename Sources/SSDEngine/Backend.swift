@@ -28,6 +28,14 @@ public protocol Backend: AnyObject {
     func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) throws
     /// In place: `grad *= (output > 0)`, where `output` is the ReLU's output.
     func reluBackward(output: UnsafePointer<Float>, grad: UnsafeMutablePointer<Float>, count: Int) throws
+    /// `output[i] = f(input[i])` over `count` elements, with PyTorch's formula for `f` (see
+    /// `ActivationFunction`). `output` may be `input` (in place). Layout-agnostic.
+    func activationForward(_ f: ActivationFunction, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                           count: Int) throws
+    /// In place: `grad[i] = grad[i] · f′(input[i])`, where `input` holds the forward's
+    /// *pre-activation* values; at the kinks f′ takes PyTorch's values (see `ActivationFunction`).
+    func activationBackward(_ f: ActivationFunction, input: UnsafePointer<Float>, grad: UnsafeMutablePointer<Float>,
+                            count: Int) throws
     /// Row-major `C = alpha * op(A) * op(B) + beta * C`, `op(A)` M×K, `op(B)` K×N.
     func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -88,10 +96,15 @@ public struct ConvolutionShape: Hashable, Sendable, CustomStringConvertible {
     public var paddingWidth: Int
     public var dilationHeight: Int
     public var dilationWidth: Int
+    /// Channel groups (PyTorch's `groups`): input and output channels split into `groups`
+    /// equal parts, output part g seeing input part g only. 1: dense; `inChannels`:
+    /// depthwise (with `outChannels == inChannels`).
+    public var groups: Int
 
     public init(batch: Int, inChannels: Int, outChannels: Int, inHeight: Int, inWidth: Int,
                 kernelSize: (Int, Int), stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
-                dilation: (Int, Int) = (1, 1)) {
+                dilation: (Int, Int) = (1, 1), groups: Int = 1) {
+        self.groups = groups
         self.batch = batch
         self.inChannels = inChannels
         self.outChannels = outChannels
@@ -113,14 +126,17 @@ public struct ConvolutionShape: Hashable, Sendable, CustomStringConvertible {
     }
     /// (N, Cin, H, W)
     public var inputShape: [Int] { [batch, inChannels, inHeight, inWidth] }
-    /// (Cout, Cin, kh, kw)
-    public var weightShape: [Int] { [outChannels, inChannels, kernelHeight, kernelWidth] }
+    /// (Cout, Cin/groups, kh, kw): PyTorch's weight, which is also oneDNN's goihw
+    /// (groups, Cout/groups, Cin/groups, kh, kw) in the same memory.
+    public var weightShape: [Int] { [outChannels, inChannels / max(groups, 1), kernelHeight, kernelWidth] }
+    /// True for a depthwise convolution (one input and one output channel per group).
+    public var isDepthwise: Bool { groups > 1 && groups == inChannels && groups == outChannels }
     /// (N, Cout, Ho, Wo)
     public var outputShape: [Int] { [batch, outChannels, outHeight, outWidth] }
 
-    /// True where Winograd F(4,3) applies.
+    /// True where Winograd F(4,3) applies (dense 3×3 stride 1: never for grouped convolutions).
     public var winogradEligible: Bool {
-        kernelHeight == 3 && kernelWidth == 3 && strideHeight == 1 && strideWidth == 1
+        groups == 1 && kernelHeight == 3 && kernelWidth == 3 && strideHeight == 1 && strideWidth == 1
             && dilationHeight == 1 && dilationWidth == 1
     }
 
@@ -131,6 +147,9 @@ public struct ConvolutionShape: Hashable, Sendable, CustomStringConvertible {
         guard all.allSatisfy({ $0 > 0 }), paddingHeight >= 0, paddingWidth >= 0 else {
             throw EngineError.invalidArgument("convolution with a non-positive extent: \(self)")
         }
+        guard groups > 0, inChannels % groups == 0, outChannels % groups == 0 else {
+            throw EngineError.invalidArgument("convolution channels must divide by groups: \(self)")
+        }
         guard outHeight > 0, outWidth > 0 else {
             throw EngineError.invalidArgument("convolution output would be empty: \(self)")
         }
@@ -138,7 +157,7 @@ public struct ConvolutionShape: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         "conv(N\(batch) \(inChannels)→\(outChannels) \(inHeight)×\(inWidth) k\(kernelHeight)×\(kernelWidth)"
-            + " s\(strideHeight) p\(paddingHeight) d\(dilationHeight))"
+            + " s\(strideHeight) p\(paddingHeight) d\(dilationHeight)\(groups > 1 ? " g\(groups)" : ""))"
     }
 }
 
@@ -156,7 +175,7 @@ public protocol ConvolutionKernel: AnyObject {
     var fusedReLU: Bool { get }
     /// The implementation the backend chose, e.g. "jit:avx512_core" or "naive".
     var implementation: String { get }
-    /// output (N, Cout, Ho, Wo) = input (N, Cin, H, W) ⋆ weight (Cout, Cin, kh, kw) + bias (Cout)
+    /// output (N, Cout, Ho, Wo) = input (N, Cin, H, W) ⋆ weight (Cout, Cin/groups, kh, kw) + bias (Cout)
     func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                  output: UnsafeMutablePointer<Float>) throws
     /// The same, where `weightsVersion` (the weight tensor's `version`) tells the kernel when
@@ -166,7 +185,7 @@ public protocol ConvolutionKernel: AnyObject {
     /// inputGrad (N, Cin, H, W) = d output / d input applied to outputGrad (N, Cout, Ho, Wo)
     func backwardData(outputGrad: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                       inputGrad: UnsafeMutablePointer<Float>) throws
-    /// weightGrad (Cout, Cin, kh, kw) += …, biasGrad (Cout) += …
+    /// weightGrad (Cout, Cin/groups, kh, kw) += …, biasGrad (Cout) += …
     func backwardWeights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
                          weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws
 }

@@ -177,14 +177,19 @@ struct DNNLConvolutionDescs {
             (s.outWidth - 1) * s.strideWidth + s.dilationWidth * (s.kernelWidth - 1) + 1 - s.inWidth - s.paddingWidth,
         ].map { dnnl_dim_t($0) }
         userSrc = try memoryDesc(s.inputShape, input)
-        userWeights = try memoryDesc(s.weightShape, dnnl_oihw)
+        // Grouped weights are 5-D for oneDNN: goihw (G, Cout/G, Cin/G, kh, kw), the same memory as
+        // PyTorch's (Cout, Cin/G, kh, kw).
+        let weightDims = s.groups == 1 ? s.weightShape
+            : [s.groups, s.outChannels / s.groups, s.inChannels / s.groups, s.kernelHeight, s.kernelWidth]
+        userWeights = try memoryDesc(weightDims, s.groups == 1 ? dnnl_oihw : dnnl_goihw)
         userDst = try memoryDesc(s.outputShape, output)
         bias = try memoryDesc([s.outChannels], dnnl_x)
         // A few-channel plain input (the RGB image) stays plain: left to choose, oneDNN pads it to
         // a whole channel block in a blocked copy — several times the memory and a reorder per call.
-        let fewChannels = ActivationLayout.dnnlBlocked.allSatisfy { s.inChannels % $0.channelBlock != 0 }
+        // (Not for grouped convolutions: oneDNN's depthwise kernels want blocked data.)
+        let fewChannels = s.groups == 1 && ActivationLayout.dnnlBlocked.allSatisfy { s.inChannels % $0.channelBlock != 0 }
         anySrc = input == .nchw && fewChannels ? userSrc : try memoryDesc(s.inputShape, dnnl_format_tag_any)
-        anyWeights = try memoryDesc(s.weightShape, dnnl_format_tag_any)
+        anyWeights = try memoryDesc(weightDims, dnnl_format_tag_any)
         anyDst = try memoryDesc(s.outputShape, dnnl_format_tag_any)
     }
 }

@@ -39,6 +39,35 @@ public final class NaiveBackend: Backend {
         for i in 0..<count where !(output[i] > 0) { grad[i] = 0 }
     }
 
+    /// Each definition written out again, element by element (not `ActivationFunction.apply`).
+    public func activationForward(_ f: ActivationFunction, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                  count: Int) throws {
+        func relu6(_ v: Float) -> Float { v < 0 ? 0 : (v > 6 ? 6 : v) }
+        for i in 0..<count {
+            let x = input[i]
+            switch f {
+            case .relu: output[i] = x > 0 ? x : 0
+            case .relu6: output[i] = relu6(x)
+            case .hardswish: output[i] = x * relu6(x + 3) / 6
+            case .hardsigmoid: output[i] = relu6(x + 3) / 6
+            }
+        }
+    }
+
+    public func activationBackward(_ f: ActivationFunction, input: UnsafePointer<Float>, grad: UnsafeMutablePointer<Float>,
+                                   count: Int) throws {
+        for i in 0..<count {
+            let x = input[i], g = grad[i]
+            switch f {
+            case .relu: grad[i] = x > 0 ? g : 0
+            case .relu6: grad[i] = 0 < x && x < 6 ? g : 0
+            case .hardswish:
+                if x < -3 { grad[i] = 0 } else if x < 3 { grad[i] = g * (x / 3 + 0.5) } else { grad[i] = g }
+            case .hardsigmoid: grad[i] = -3 < x && x < 3 ? g * (1 / 6 as Float) : 0
+            }
+        }
+    }
+
     public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) throws {
@@ -87,7 +116,7 @@ func pack(_ values: [Float], into p: UnsafeMutablePointer<Float>, shape s: [Int]
     }
 }
 
-/// Direct convolution by its definition, on NCHW copies of data in any layout.
+/// Direct (grouped) convolution by its definition, on NCHW copies of data in any layout.
 final class NaiveConvolution: ConvolutionKernel {
     let shape: ConvolutionShape
     let inputLayout: ActivationLayout
@@ -101,22 +130,26 @@ final class NaiveConvolution: ConvolutionKernel {
         self.fusedReLU = fusedReLU
     }
 
-    /// Calls `body(n, co, oy, ox, ci, ky, kx, inputIndex)` for every tap that lands inside the input.
+    /// Calls `body(n, co, oy, ox, cg, ky, kx, inputIndex)` for every tap that lands inside the
+    /// input, `cg` being the input channel's index within its group (the weight's second index).
     @inline(__always)
     private func forEachTap(_ body: (Int, Int, Int, Int, Int, Int, Int, Int) -> Void) {
         let s = shape
+        let inPerGroup = s.inChannels / s.groups, outPerGroup = s.outChannels / s.groups
         for n in 0..<s.batch {
             for co in 0..<s.outChannels {
+                let firstInput = (co / outPerGroup) * inPerGroup
                 for oy in 0..<s.outHeight {
                     for ox in 0..<s.outWidth {
-                        for ci in 0..<s.inChannels {
+                        for cg in 0..<inPerGroup {
+                            let ci = firstInput + cg
                             for ky in 0..<s.kernelHeight {
                                 let iy = oy * s.strideHeight - s.paddingHeight + ky * s.dilationHeight
                                 if iy < 0 || iy >= s.inHeight { continue }
                                 for kx in 0..<s.kernelWidth {
                                     let ix = ox * s.strideWidth - s.paddingWidth + kx * s.dilationWidth
                                     if ix < 0 || ix >= s.inWidth { continue }
-                                    body(n, co, oy, ox, ci, ky, kx, ((n * s.inChannels + ci) * s.inHeight + iy) * s.inWidth + ix)
+                                    body(n, co, oy, ox, cg, ky, kx, ((n * s.inChannels + ci) * s.inHeight + iy) * s.inWidth + ix)
                                 }
                             }
                         }
@@ -126,8 +159,9 @@ final class NaiveConvolution: ConvolutionKernel {
         }
     }
 
-    private func weightIndex(_ co: Int, _ ci: Int, _ ky: Int, _ kx: Int) -> Int {
-        ((co * shape.inChannels + ci) * shape.kernelHeight + ky) * shape.kernelWidth + kx
+    /// Index into the (Cout, Cin/groups, kh, kw) weight.
+    private func weightIndex(_ co: Int, _ cg: Int, _ ky: Int, _ kx: Int) -> Int {
+        ((co * (shape.inChannels / shape.groups) + cg) * shape.kernelHeight + ky) * shape.kernelWidth + kx
     }
 
     private func outputIndex(_ n: Int, _ co: Int, _ oy: Int, _ ox: Int) -> Int {

@@ -84,7 +84,7 @@ public final class WinogradConvolution: ConvolutionKernel {
                 arena: WinogradArena = WinogradArena()) throws {
         try shape.validate()
         guard shape.winogradEligible else {
-            throw EngineError.invalidArgument("Winograd F(4,3) needs a 3×3 kernel, stride 1 and dilation 1: \(shape)")
+            throw EngineError.invalidArgument("Winograd F(4,3) needs a dense (groups 1) 3×3 kernel, stride 1 and dilation 1: \(shape)")
         }
         for (layout, channels) in [(input, shape.inChannels), (output, shape.outChannels)] {
             guard layout.channelBlock >= 1, channels % layout.channelBlock == 0 else {

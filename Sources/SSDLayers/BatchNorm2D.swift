@@ -1,11 +1,18 @@
 import SSDEngine
 
 /// Batch normalisation over (N, H, W) per channel — PyTorch's `nn.BatchNorm2d(C, eps=1e-5,
-/// momentum=0.1)` — optionally followed by a ReLU. In training mode it normalises with the
+/// momentum=0.1)` — optionally followed by an activation (ReLU, ReLU6, hardswish, hardsigmoid:
+/// torchvision's `Conv2dNormActivation` tail, with `eps=0.001, momentum=0.01` in MobileNetV3).
+/// In training mode it normalises with the
 /// batch's statistics and updates the running ones (mean, and the unbiased variance, with
 /// `momentum`); in evaluation mode it uses the running statistics. Works in NCHW or any
 /// blocked nChw{b}c whose block divides 16 (oneDNN's 4, 8 and 16); the output has the input's
-/// layout.
+/// layout. Any channel count works in NCHW (MobileNetV3's 72, 120, 184, …); a blocked layout
+/// needs channels divisible by its block.
+///
+/// The backward of an activation needs the normalised value z = γ·x̂ + β, not the output:
+/// it recomputes z from the input with the forward's per-channel scale and shift (kept, C
+/// floats each), bit for bit as the forward did, so it keeps no activation-sized buffer.
 ///
 /// The loops run on 16-float vectors: in nChw{b}c a vector is 16/b pixels' b channels of a
 /// block (lane l holds channel l mod b); in NCHW, 16 consecutive pixels of one channel. Sums are taken per row in f32 and
@@ -33,6 +40,9 @@ public final class BatchNorm2D: Layer {
     /// (C): the statistics the last forward normalised with, as 1/√(var + ε).
     private let mean: Tensor
     private let inverseStd: Tensor
+    /// (C): the last forward's z = x·scale + shift, scale = γ·inv, shift = β − μ·scale.
+    private var scale: [Float]
+    private var shift: [Float]
     /// Per (image, group) partial sums, 16 lanes each: planned per input shape.
     private var partialA: [Double] = []
     private var partialB: [Double] = []
@@ -51,6 +61,8 @@ public final class BatchNorm2D: Layer {
         runningVariance.fill(1)
         mean = Tensor(shape: [channels])
         inverseStd = Tensor(shape: [channels])
+        scale = [Float](repeating: 0, count: channels)
+        shift = scale
     }
 
     public var parameters: [Parameter] { [weight, bias] }
@@ -81,6 +93,9 @@ public final class BatchNorm2D: Layer {
             block = x.layout.channelBlock
             guard 16 % block == 0 else {
                 throw EngineError.invalidArgument("batch normalisation needs a channel block dividing 16, got \(x.layout)")
+            }
+            guard channels % block == 0 else {
+                throw EngineError.invalidArgument("batch normalisation of \(channels) channels in \(x.layout)")
             }
             groups = channels / block
             vectors = plane * block / 16
@@ -147,6 +162,31 @@ public final class BatchNorm2D: Layer {
         return totals
     }
 
+    /// Calls `vector(offset, z)` for every whole 16-float vector of `x` and `scalar(offset, z)`
+    /// for every element of each run's tail, z = x·scale + shift with the kept per-channel
+    /// scale and shift: the same arithmetic in the forward and the backward, so both see the
+    /// same z bit for bit.
+    private func forEachNormalised(_ x: Tensor, _ runs: Runs, vector: (Int, SIMD16<Float>) -> Void,
+                                   scalar: (Int, Float) -> Void) {
+        let xp = x.data
+        scale.withUnsafeMutableBufferPointer { sb in shift.withUnsafeMutableBufferPointer { hb in
+            let sp = sb.baseAddress!, hp = hb.baseAddress!
+            parallelFor(runs.count) { range in
+                for r in range {
+                    let g = runs.group(r), base = runs.base(r)
+                    let a = Self.lanes(sp, group: g, block: runs.block), b = Self.lanes(hp, group: g, block: runs.block)
+                    for i in 0..<runs.vectors {
+                        let o = base + 16 * i
+                        vector(o, UnsafeRawPointer(xp + o).loadUnaligned(as: SIMD16<Float>.self) * a + b)
+                    }
+                    for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
+                        scalar(base + i, xp[base + i] * a[i & 15] + b[i & 15])
+                    }
+                }
+            }
+        }}
+    }
+
     // MARK: Forward and backward
 
     /// Returns the layer's `output` buffer.
@@ -188,62 +228,42 @@ public final class BatchNorm2D: Layer {
                     inverseStd.data[c] = 1 / (runningVariance.data[c] + epsilon).squareRoot()
                 }
             }
-            // y = x·(γ·inv) + (β − μ·γ·inv), then the ReLU.
-            var scale = [Float](repeating: 0, count: channels), shift = scale
+            // y = f(z), z = x·(γ·inv) + (β − μ·γ·inv).
             for c in 0..<channels {
                 scale[c] = weight.value.data[c] * inverseStd.data[c]
                 shift[c] = bias.value.data[c] - mean.data[c] * scale[c]
             }
-            let relu = activation == .relu
-            scale.withUnsafeMutableBufferPointer { sb in shift.withUnsafeMutableBufferPointer { hb in
-                let sp = sb.baseAddress!, hp = hb.baseAddress!
-                parallelFor(runs.count) { range in
-                    for r in range {
-                        let g = runs.group(r), base = runs.base(r)
-                        let a = Self.lanes(sp, group: g, block: runs.block), b = Self.lanes(hp, group: g, block: runs.block)
-                        let zero = SIMD16<Float>(repeating: 0)
-                        for i in 0..<runs.vectors {
-                            var v = UnsafeRawPointer(xp + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self) * a + b
-                            if relu { v = v.replacing(with: zero, where: .!(v .> zero)) }
-                            UnsafeMutableRawPointer(yp + base + 16 * i).storeBytes(of: v, as: SIMD16<Float>.self)
-                        }
-                        for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) {
-                            let v = xp[base + i] * a[i & 15] + b[i & 15]
-                            yp[base + i] = relu && !(v > 0) ? 0 : v
-                        }
-                    }
-                }
-            }}
+            let f = activation.function
+            forEachNormalised(x, runs) { i, z in
+                let y = f?.apply(z) ?? z
+                UnsafeMutableRawPointer(yp + i).storeBytes(of: y, as: SIMD16<Float>.self)
+            } scalar: { i, z in
+                yp[i] = f?.apply(z) ?? z
+            }
         }
         return output
     }
 
     /// From `outputGrad` and the forward's input `x`: accumulates d loss/d γ and d loss/d β and,
-    /// when `inputGrad` is given, writes d loss/d x. With a ReLU, masks `outputGrad` in place
-    /// first. In evaluation mode the statistics are constants. `inputGrad` may be `outputGrad`
+    /// when `inputGrad` is given, writes d loss/d x. With an activation, first multiplies
+    /// `outputGrad` in place by its derivative at z (PyTorch's values at the kinks). In evaluation mode the statistics are constants. `inputGrad` may be `outputGrad`
     /// itself (each element is read before it is written).
     public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
         try outputGrad.requireShape(output.shape, layout: output.layout, "\(name) output gradient")
         try x.requireShape(output.shape, layout: output.layout, "\(name) input")
         if let inputGrad { try inputGrad.requireShape(x.shape, layout: x.layout, "\(name) input gradient") }
         let runs = try Runs(x, channels: channels)
-        let xp = x.data, yp = output.data, dy = outputGrad.data, dx = inputGrad?.data
+        let xp = x.data, dy = outputGrad.data, dx = inputGrad?.data
         let mp = mean.data, ip = inverseStd.data
-        let count = Float(runs.images * runs.plane), relu = activation == .relu, block = runs.block
+        let count = Float(runs.images * runs.plane), block = runs.block
         Profiler.measure("\(name) backward") {
-            if relu {
-                parallelFor(runs.count) { range in
-                    let zero = SIMD16<Float>(repeating: 0)
-                    for r in range {
-                        let base = runs.base(r)
-                        for i in 0..<runs.vectors {
-                            let y = UnsafeRawPointer(yp + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self)
-                            let g = UnsafeRawPointer(dy + base + 16 * i).loadUnaligned(as: SIMD16<Float>.self)
-                            UnsafeMutableRawPointer(dy + base + 16 * i).storeBytes(of: g.replacing(with: zero, where: .!(y .> zero)),
-                                                                                    as: SIMD16<Float>.self)
-                        }
-                        for i in (runs.vectors * 16)..<(runs.vectors * 16 + runs.tail) where !(yp[base + i] > 0) { dy[base + i] = 0 }
-                    }
+            // dy ← dy · f′(z), z recomputed as the forward computed it.
+            if let f = activation.function {
+                forEachNormalised(x, runs) { i, z in
+                    let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
+                    UnsafeMutableRawPointer(dy + i).storeBytes(of: f.gradient(g, at: z), as: SIMD16<Float>.self)
+                } scalar: { i, z in
+                    dy[i] = f.gradient(dy[i], at: z)
                 }
             }
             // Σ dy and Σ dy·x̂ per channel.

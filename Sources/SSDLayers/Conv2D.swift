@@ -1,28 +1,53 @@
 import SSDEngine
 
-/// The activation a layer applies to its output.
-public enum Activation: String, Sendable {
+/// The activation a layer applies to its output, with PyTorch's definitions (see
+/// `ActivationFunction` for the formulas and the gradients at the kinks).
+public enum Activation: String, Sendable, CaseIterable {
     case none
+    /// `nn.ReLU`
     case relu
+    /// `nn.ReLU6`: min(max(x, 0), 6)
+    case relu6
+    /// `nn.Hardswish`: x · relu6(x + 3) / 6
+    case hardswish
+    /// `nn.Hardsigmoid`: relu6(x + 3) / 6
+    case hardsigmoid
+
+    /// The point-wise function, nil for `.none`.
+    public var function: ActivationFunction? {
+        switch self {
+        case .none: return nil
+        case .relu: return .relu
+        case .relu6: return .relu6
+        case .hardswish: return .hardswish
+        case .hardsigmoid: return .hardsigmoid
+        }
+    }
 }
 
-/// A 2-D convolution with bias and an optional ReLU: PyTorch's `nn.Conv2d(in, out, k, stride,
-/// padding, dilation)` (followed by `F.relu` when `activation == .relu`).
+/// A 2-D convolution with an optional bias and activation: PyTorch's `nn.Conv2d(in, out, k,
+/// stride, padding, dilation, groups, bias)` followed by the activation's module.
 ///
 /// The input may come in any layout the backend accepts; the output is in `outputLayout`
 /// (NCHW by default; a model chains layers in the backend's preferred blocked layout).
-/// `output` is planned at the first forward of an input shape and reused after.
+/// `output` is planned at the first forward of an input shape and reused after. A ReLU is fused
+/// into the backend's kernel where it can be; the other activations run after the convolution
+/// on a kept pre-activation buffer (planned with `output`), which their backward reads.
 public final class Conv2D: Layer {
-    /// (Cout, Cin, kh, kw)
+    /// (Cout, Cin/groups, kh, kw)
     public let weight: Parameter
-    /// (Cout)
-    public let bias: Parameter
+    /// (Cout), or nil for a convolution built with `bias: false` (torchvision's convolutions
+    /// before a batch normalisation). Implicitly unwrapped so that code written for biased
+    /// convolutions reads `conv.bias.value` unchanged.
+    public let bias: Parameter!
     public let inputChannels: Int
     public let outputChannels: Int
     public let kernelSize: Int
     public let stride: Int
     public let padding: Int
     public let dilation: Int
+    /// Channel groups: 1 dense, `inputChannels` depthwise.
+    public let groups: Int
     public let activation: Activation
     public let outputLayout: ActivationLayout
     /// The algorithm asked of the backend; changing it re-plans at the next call.
@@ -41,26 +66,36 @@ public final class Conv2D: Layer {
     }
     /// (N, Cout, Ho, Wo) in `outputLayout`: the last forward's result.
     public private(set) var output = Tensor(shape: [0])
+    /// (N, Cout, Ho, Wo): the convolution before an activation other than ReLU (empty otherwise).
+    private var preActivation = Tensor(shape: [0])
 
-    /// `name` is the state_dict prefix: parameters become `name.weight` and `name.bias`.
+    /// `name` is the state_dict prefix: parameters become `name.weight` and, with `bias`,
+    /// `name.bias`. The channels must divide by `groups` (checked at the first forward).
     public init(name: String, inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1,
-                padding: Int = 0, dilation: Int = 1, activation: Activation = .none,
-                outputLayout: ActivationLayout = .nchw, algorithm: ConvolutionAlgorithm = .direct, backend: Backend) {
+                padding: Int = 0, dilation: Int = 1, groups: Int = 1, bias hasBias: Bool = true,
+                activation: Activation = .none, outputLayout: ActivationLayout = .nchw,
+                algorithm: ConvolutionAlgorithm = .direct, backend: Backend) {
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
         self.kernelSize = kernelSize
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
+        self.groups = groups
         self.activation = activation
         self.outputLayout = outputLayout
         self.algorithm = algorithm
         self.backend = backend
-        weight = Parameter(name: name + ".weight", role: .weight, shape: [outputChannels, inputChannels, kernelSize, kernelSize])
-        bias = Parameter(name: name + ".bias", role: .bias, shape: [outputChannels])
+        weight = Parameter(name: name + ".weight", role: .weight,
+                           shape: [outputChannels, inputChannels / max(groups, 1), kernelSize, kernelSize])
+        bias = hasBias ? Parameter(name: name + ".bias", role: .bias, shape: [outputChannels]) : nil
     }
 
-    public var parameters: [Parameter] { [weight, bias] }
+    /// The weight, then the bias if there is one (state_dict order).
+    public var parameters: [Parameter] { bias.map { [weight, $0] } ?? [weight] }
+
+    /// The activation applied after the backend's kernel (all but a ReLU).
+    private var separateActivation: ActivationFunction? { activation == .relu ? nil : activation.function }
     private var name: String { String(weight.name.dropLast(".weight".count)) }
 
     /// The implementation the backend chose for the current plan ("none" before the first call).
@@ -75,7 +110,8 @@ public final class Conv2D: Layer {
         }
         let g = ConvolutionShape(batch: input[0], inChannels: inputChannels, outChannels: outputChannels,
                                  inHeight: input[2], inWidth: input[3], kernelSize: (kernelSize, kernelSize),
-                                 stride: (stride, stride), padding: (padding, padding), dilation: (dilation, dilation))
+                                 stride: (stride, stride), padding: (padding, padding), dilation: (dilation, dilation),
+                                 groups: groups)
         try g.validate()
         return g
     }
@@ -89,6 +125,9 @@ public final class Conv2D: Layer {
         if output.shape != g.outputShape || output.layout != outputLayout {
             output = Tensor(shape: g.outputShape, layout: outputLayout)
         }
+        if separateActivation != nil && (preActivation.shape != g.outputShape || preActivation.layout != outputLayout) {
+            preActivation = Tensor(shape: g.outputShape, layout: outputLayout)
+        }
         return k
     }
 
@@ -96,20 +135,25 @@ public final class Conv2D: Layer {
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
         let k = try plan(x)
+        let f = separateActivation
+        let target = f == nil ? output : preActivation
+        let b = bias.map { UnsafePointer($0.value.data) }
         try Profiler.measure("\(name) forward") {
             if isTraining {
-                try k.forward(input: x.data, weight: weight.value.data, bias: bias.value.data, output: output.data)
+                try k.forward(input: x.data, weight: weight.value.data, bias: b, output: target.data)
             } else {
                 try k.forward(input: x.data, weight: weight.value.data, weightsVersion: weight.value.version,
-                              bias: bias.value.data, output: output.data)
+                              bias: b, output: target.data)
             }
             if activation == .relu && !k.fusedReLU { try backend.reluForward(output.data, count: output.count) }
+            if let f { try backend.activationForward(f, input: preActivation.data, output: output.data, count: output.count) }
         }
         return output
     }
 
     /// Backward from `outputGrad` (the output's shape and layout) and the forward's input `x`.
-    /// With a ReLU, first masks `outputGrad` in place by the forward's output. Accumulates
+    /// With an activation, first multiplies `outputGrad` in place by its derivative (a ReLU's
+    /// from the forward's output, the others' from the kept pre-activation). Accumulates
     /// d loss/d weight and d loss/d bias; when `inputGrad` is given (x's shape and layout),
     /// writes d loss/d x into it.
     public func backward(input x: Tensor, outputGrad: Tensor, inputGrad: Tensor?) throws {
@@ -119,10 +163,14 @@ public final class Conv2D: Layer {
             try Profiler.measure("\(name) relu backward") {
                 try backend.reluBackward(output: output.data, grad: outputGrad.data, count: output.count)
             }
+        } else if let f = separateActivation {
+            try Profiler.measure("\(name) \(f) backward") {
+                try backend.activationBackward(f, input: preActivation.data, grad: outputGrad.data, count: output.count)
+            }
         }
         try Profiler.measure("\(name) backward weights") {
             try k.backwardWeights(input: x.data, outputGrad: outputGrad.data, weightGrad: weight.grad.data,
-                                  biasGrad: bias.grad.data)
+                                  biasGrad: bias?.grad.data)
         }
         guard let inputGrad else { return }
         try inputGrad.requireShape(x.shape, layout: x.layout, "\(name) input gradient")
