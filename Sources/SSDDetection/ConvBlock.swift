@@ -11,7 +11,7 @@ final class ConvolutionBlock: Layer {
         let layout = spec.nchwOutput ? .nchw : backend.preferredLayout(channels: spec.outputChannels)
         conv = Conv2D(name: spec.name, inputChannels: spec.inputChannels, outputChannels: spec.outputChannels,
                       kernelSize: spec.kernelSize, stride: spec.stride, padding: spec.padding, dilation: spec.dilation,
-                      activation: spec.normalization == nil ? spec.activation : .none, outputLayout: layout,
+                      groups: spec.groups, bias: spec.bias, activation: spec.normalization == nil ? spec.activation : .none, outputLayout: layout,
                       algorithm: algorithm, backend: backend)
         norm = spec.normalization.map {
             BatchNorm2D(name: $0, channels: spec.outputChannels, epsilon: spec.epsilon, momentum: spec.momentum,
@@ -48,16 +48,16 @@ final class ConvolutionBlock: Layer {
     func initialize(_ initialization: Initialization, rng: inout SeededRandom) {
         switch initialization {
         case .pytorchDefault:
-            Initializer.pytorchDefault(weight: conv.weight.value, bias: conv.bias.value, rng: &rng)
+            Initializer.pytorchDefault(weight: conv.weight.value, bias: conv.bias?.value, rng: &rng)
         case .xavierUniform:
             Initializer.xavierUniform(conv.weight.value, rng: &rng)
-            conv.bias.value.zero()
+            conv.bias?.value.zero()
         case .kaimingNormalFanOut:
             Initializer.kaimingNormalFanOut(conv.weight.value, rng: &rng)
-            conv.bias.value.zero()
+            conv.bias?.value.zero()
         case let .normal(std):
             rng.fillNormal(conv.weight.value, std: std)
-            conv.bias.value.zero()
+            conv.bias?.value.zero()
         }
     }
 }

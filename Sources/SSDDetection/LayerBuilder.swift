@@ -17,8 +17,17 @@ struct LayerBuilder {
             return MaxPool2D(kernelSize: kernelSize, stride: stride, padding: padding, ceilMode: ceilMode, backend: backend)
         case let .l2Norm(name, channels, initialScale):
             return L2Norm(name: name, channels: channels, initialScale: initialScale)
-        case .squeezeExcitation, .sequence, .residual:
-            throw ModelError.configuration("layer \(spec) is not supported yet")
+        case let .squeezeExcitation(name, channels, squeezeChannels):
+            // torchvision leaves its 1×1 convolutions at PyTorch's default initialisation.
+            let layer = SqueezeExcitation(name: name, channels: channels, squeezeChannels: squeezeChannels, backend: backend)
+            for conv in [layer.fc1, layer.fc2] {
+                Initializer.pytorchDefault(weight: conv.weight.value, bias: conv.bias?.value, rng: &rng)
+            }
+            return layer
+        case let .sequence(specs):
+            return Sequential(try specs.map { try build($0, rng: &rng) })
+        case let .residual(specs):
+            return Residual(Sequential(try specs.map { try build($0, rng: &rng) }))
         }
     }
 }

@@ -29,6 +29,7 @@ public final class Sequential: Layer {
     }
 
     public var parameters: [Parameter] { layers.flatMap(\.parameters) }
+    public var sublayers: [Layer] { layers }
     public var buffers: [Buffer] { layers.flatMap(\.buffers) }
 
     /// Returns the last layer's output.
@@ -101,6 +102,7 @@ public final class Residual: Layer {
     }
 
     public var parameters: [Parameter] { body.parameters }
+    public var sublayers: [Layer] { [body] }
     public var buffers: [Buffer] { body.buffers }
 
     /// Returns the layer's `output` buffer.

@@ -20,6 +20,7 @@ public final class SqueezeExcitation: Layer {
     public let fc2: Conv2D
     /// Setting it sets fc1's and fc2's.
     public var isTraining = true { didSet { fc1.isTraining = isTraining; fc2.isTraining = isTraining } }
+    public var sublayers: [Layer] { [fc1, fc2] }
     /// (N, C, H, W) in the input's layout: the last forward's result.
     public private(set) var output = Tensor(shape: [0])
     public let name: String
