@@ -165,6 +165,10 @@ public final class SSDModel {
         sides[source]?.output ?? trunk[architecture.sources[source].layer].output
     }
 
+    /// The feature maps the heads read in the last forward, in prediction order, in the layout
+    /// the network keeps them in.
+    public var featureMaps: [Tensor] { architecture.sources.indices.map(feature) }
+
     /// Sizes the backward buffers for the last forward's batch (once per batch size).
     private func planBackward() {
         let features = architecture.sources.indices.map(feature)

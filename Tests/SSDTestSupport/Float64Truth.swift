@@ -17,8 +17,9 @@ public struct Float64Truth {
     /// The SGD losses in full float64 (the safetensors copy is rounded to float32).
     public let sgdLosses: [Double]
 
-    /// Per key, where the fixture records it: max|PyTorch f32 − f64| (absolute).
-    public var pytorchAbsoluteError: [String: Double] = [:]
+    /// Keys whose truth is zero (to 1e-12): their errors are absolute, max|ours − f64|, and
+    /// `pytorchError` holds PyTorch's absolute error for them.
+    public var absoluteKeys: Set<String> = []
 
     /// Loads `<directory>/case_f64.safetensors` and PyTorch's error per key — from
     /// `case_f64.json` (`pytorch_f32_relative_error`, SSD300's fixture) or from `case.json`
@@ -41,7 +42,7 @@ public struct Float64Truth {
                                  // the absolute one: compare with PyTorch's absolute error there.
                                  pytorchError: entries.compactMapValues { ($0["relative"] as? Double) ?? ($0["absolute"] as? Double) },
                                  sgdLosses: json["sgd_losses_f64"] as? [Double] ?? [])
-        truth.pytorchAbsoluteError = entries.compactMapValues { $0["absolute"] as? Double }
+        truth.absoluteKeys = Set(entries.filter { $0.value["relative"] as? Double == nil }.keys)
         return truth
     }
 }
@@ -99,7 +100,9 @@ extension Float64Truth {
         let truth = try self.file.tensor(key)
         XCTAssertEqual(truth.count, ours.count, "\(key): element count", file: file, line: line)
         guard truth.count == ours.count else { return ParityMeasure(key: key, error: .infinity, pytorchError: 0, bound: 0) }
-        let error = relativeError(ours.data, truth.data, count: ours.count)
+        let error = absoluteKeys.contains(key)
+            ? Double(maxDifference(ours.data, truth.data, count: ours.count).absolute)
+            : relativeError(ours.data, truth.data, count: ours.count)
         return check(key, error: error, bound, boundFrom: boundFrom, label: label, file: file, line: line)
     }
 
