@@ -242,15 +242,15 @@ public enum DataLists {
     /// Writes `TRAIN_images.json`, `TRAIN_objects.json`, `TEST_images.json`, `TEST_objects.json`
     /// and `label_map.json` into `folder`, in the reference's format.
     public static func write(_ report: DataListsReport, to folder: URL) throws {
-        try write(report.train, split: "TRAIN", to: folder)
-        try write(report.test, split: "TEST", to: folder)
+        try write(report.train, split: .train, to: folder)
+        try write(report.test, split: .test, to: folder)
         try writeLabelMap(report.labelMap, to: folder.appendingPathComponent("label_map.json"))
     }
 
     /// Writes `<split>_images.json` and `<split>_objects.json` into `folder`. A box coordinate
     /// that is not finite (JSON has no infinity or NaN) is an error naming the entry.
-    public static func write(_ list: DataList, split: String, to folder: URL) throws {
-        let objectsURL = folder.appendingPathComponent("\(split)_objects.json")
+    public static func write(_ list: DataList, split: DataSplit, to folder: URL) throws {
+        let objectsURL = folder.appendingPathComponent("\(split.rawValue)_objects.json")
         let objects: [[String: Any]] = try list.objects.enumerated().map { n, set in
             var boxes: [[Any]] = []
             for i in 0..<set.count {
@@ -262,7 +262,7 @@ public enum DataLists {
             }
             return ["boxes": boxes, "labels": set.labels, "difficulties": set.difficulties]
         }
-        try writeJSON(list.images, to: folder.appendingPathComponent("\(split)_images.json"))
+        try writeJSON(list.images, to: folder.appendingPathComponent("\(split.rawValue)_images.json"))
         try writeJSON(objects, to: objectsURL)
     }
 
@@ -302,9 +302,9 @@ public enum DataLists {
     /// ±10⁶ with x_max > x_min and y_max > y_min, labels are 1… (and at most the last label of
     /// `label_map.json` when the folder has one), difficulties are 0 or 1. Whether a box lies in
     /// its image is checked when the image is decoded (`DetectionDataset.sample`).
-    public static func read(split: String, from folder: URL) throws -> DataList {
-        let imagesURL = folder.appendingPathComponent("\(split)_images.json")
-        let objectsURL = folder.appendingPathComponent("\(split)_objects.json")
+    public static func read(split: DataSplit, from folder: URL) throws -> DataList {
+        let imagesURL = folder.appendingPathComponent("\(split.rawValue)_images.json")
+        let objectsURL = folder.appendingPathComponent("\(split.rawValue)_objects.json")
         guard let images = try readJSON(imagesURL) as? [String] else {
             throw DataError.badList(path: imagesURL.path, field: "(document)", reason: "expected a list of path strings")
         }

@@ -2,7 +2,7 @@ import Foundation
 import SSDEngine
 
 /// Which transform a data set applies: the reference's training augmentations, or only the resize.
-public enum DataSplit: String, Sendable {
+public enum DataSplit: String, Sendable, CaseIterable {
     case train = "TRAIN"
     case test = "TEST"
 }

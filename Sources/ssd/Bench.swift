@@ -169,7 +169,7 @@ extension Bench {
 /// Prints what this build and machine will use.
 struct Info: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the CPU tier, oneDNN's version and the kernel oneDNN chose for every primitive of SSD300 and the compact model.",
+        abstract: "Show the CPU tier, oneDNN's version and the kernel oneDNN chose for every primitive of every model.",
         discussion: """
             Runs one inference forward and one training step of each model at batch 1 to create every primitive. \
             A "ref:" implementation is oneDNN's slow reference loop: on a hot path it is a bug (please report it with this output).
@@ -180,23 +180,27 @@ struct Info: ParsableCommand {
     @Flag(help: "Only the summary: no list of primitives.")
     var brief = false
 
+    @Option(parsing: .upToNextOption, help: "Only these models (default: all).")
+    var models: [ModelKind] = []
+
     func run() throws {
         engine.apply()
         let backend = DNNLBackend()
         print("cpu: \(HostCPU.summary)")
         print("backend: \(backend.name), activation layout \(backend.hostLayout), threads: \(Threads.count), "
               + "algorithm: \(engine.algorithm.rawValue)")
-        let reference = try SSDModel(.ssd300, classCount: 21, algorithm: engine.algorithm)
-        let count = reference.parameters.reduce(0) { $0 + $1.value.count }
-        print("SSD300 (21 classes): \(reference.parameters.count) parameter tensors, \(count) values, "
-              + "\(reference.priorsCxcy.count / 4) priors")
         var slow = 0
-        for (name, configuration) in [("SSD300", SSDConfiguration(classCount: 21)), ("compact", .compact(classCount: 21))] {
+        for kind in models.isEmpty ? ModelKind.allCases : models {
+            let configuration = SSDConfiguration(model: kind, classCount: 21)
+            let model = try SSDModel(configuration: configuration, algorithm: engine.algorithm)
+            let count = model.parameters.reduce(0) { $0 + $1.value.count }
+            let name = "\(kind) (21 classes, \(model.inputSize)×\(model.inputSize)): \(model.parameters.count) parameter tensors, "
+                + "\(count) values, \(model.priorsCxcy.count / 4) priors"
             let kernels = try KernelSurvey.survey(configuration, algorithm: engine.algorithm)
             var byImplementation: [String: Int] = [:]
             for k in kernels { byImplementation[k.implementation, default: 0] += 1 }
             let summary = byImplementation.sorted { $0.value > $1.value }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
-            print("\n\(name): \(kernels.count) kernels: \(summary)")
+            print("\n\(name)\n  \(kernels.count) kernels: \(summary)")
             if !brief { for k in kernels { print("  \(k)") } }
             let references = kernels.filter(\.isReference)
             slow += references.count

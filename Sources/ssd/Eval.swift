@@ -51,7 +51,7 @@ struct Eval: ParsableCommand {
         } else {
             try requireExisting(data!, what: "--data", folder: true)
             let folder = URL(fileURLWithPath: data!)
-            list = try relabel(DataLists.read(split: "TEST", from: folder),
+            list = try relabel(DataLists.read(split: .test, from: folder),
                                from: folder.appendingPathComponent("label_map.json"), to: names)
         }
         guard !list.images.isEmpty else { throw UserError("\(voc ?? data!): the test list is empty") }

@@ -111,7 +111,7 @@ struct Train: ParsableCommand {
         engine.apply()
         try requireExisting(data, what: "--data", folder: true)
         let folder = URL(fileURLWithPath: data)
-        let list = try DataLists.read(split: "TRAIN", from: folder)
+        let list = try DataLists.read(split: .train, from: folder)
         let labelMap = try DataLists.readLabelMap(folder.appendingPathComponent("label_map.json"))
         let classNames = labelMap.classes
         var configuration = SSDConfiguration(model: model ?? .ssd300, classCount: classNames.count + 1, widthDivisor: widthDivisor,

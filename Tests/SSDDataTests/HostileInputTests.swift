@@ -269,7 +269,7 @@ final class HostileInputTests: XCTestCase {
         func field(_ objects: String) -> (String, String) {
             do {
                 try Data(objects.utf8).write(to: folder.appendingPathComponent("TRAIN_objects.json"))
-                _ = try DataLists.read(split: "TRAIN", from: folder)
+                _ = try DataLists.read(split: .train, from: folder)
                 XCTFail("read \(objects)")
             } catch let DataError.badList(_, field, reason) {
                 return (field, reason)
@@ -293,7 +293,7 @@ final class HostileInputTests: XCTestCase {
             XCTAssert(reason.contains("/data/b.jpg"), "the image is named: \(reason)")
         }
         try Data("[\(ok), \(ok)]".utf8).write(to: folder.appendingPathComponent("TRAIN_objects.json"))
-        XCTAssertEqual(try DataLists.read(split: "TRAIN", from: folder).objectCount, 2)
+        XCTAssertEqual(try DataLists.read(split: .train, from: folder).objectCount, 2)
     }
 
     /// A box outside its image in a data list is an error naming the image when the sample loads.

@@ -92,8 +92,8 @@ final class VOCTests: XCTestCase {
 
         let out = root.appendingPathComponent("lists")
         try DataLists.write(report, to: out)
-        XCTAssertEqual(try DataLists.read(split: "TRAIN", from: out), report.train)
-        XCTAssertEqual(try DataLists.read(split: "TEST", from: out), report.test)
+        XCTAssertEqual(try DataLists.read(split: .train, from: out), report.train)
+        XCTAssertEqual(try DataLists.read(split: .test, from: out), report.test)
         XCTAssertEqual(try DataLists.readLabelMap(out.appendingPathComponent("label_map.json")), report.labelMap)
 
         // Break things: an unknown class, a bad box, a missing image, an image without objects.
@@ -134,18 +134,20 @@ final class VOCTests: XCTestCase {
             .write(to: folder.appendingPathComponent("TRAIN_objects.json"))
         try Data(#"{"aeroplane": 1, "bicycle": 2, "bird": 3, "boat": 4, "bottle": 5, "bus": 6, "car": 7, "cat": 8, "chair": 9, "cow": 10, "diningtable": 11, "dog": 12, "horse": 13, "motorbike": 14, "person": 15, "pottedplant": 16, "sheep": 17, "sofa": 18, "train": 19, "tvmonitor": 20, "background": 0}"#.utf8)
             .write(to: folder.appendingPathComponent("label_map.json"))
-        let list = try DataLists.read(split: "TRAIN", from: folder)
+        let list = try DataLists.read(split: .train, from: folder)
         XCTAssertEqual(list.images.count, 2)
         XCTAssertEqual(list.objects[0], ObjectSet(boxes: [262, 210, 323, 338, 164, 263, 252, 371], labels: [9, 9], difficulties: [0, 1]))
         XCTAssertEqual(try DataLists.readLabelMap(folder.appendingPathComponent("label_map.json")), .voc)
 
-        try DataLists.write(list, split: "COPY", to: folder)
-        let text = String(decoding: try Data(contentsOf: folder.appendingPathComponent("COPY_objects.json")), as: UTF8.self)
+        let copy = folder.appendingPathComponent("copy")
+        try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+        try DataLists.write(list, split: .test, to: copy)
+        let text = String(decoding: try Data(contentsOf: copy.appendingPathComponent("TEST_objects.json")), as: UTF8.self)
         XCTAssert(text.contains("[262,210,323,338]"), "integral boxes are written as integers: \(text)")
-        XCTAssertEqual(try DataLists.read(split: "COPY", from: folder), list)
+        XCTAssertEqual(try DataLists.read(split: .test, from: copy), list)
 
         try Data(#"[{"boxes": [[1, 2, 3]], "labels": [1], "difficulties": [0]}, {}]"#.utf8).write(to: folder.appendingPathComponent("TRAIN_objects.json"))
-        XCTAssertThrowsError(try DataLists.read(split: "TRAIN", from: folder)) { error in
+        XCTAssertThrowsError(try DataLists.read(split: .train, from: folder)) { error in
             guard case let DataError.badList(_, field, _) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(field, "[0].boxes[0]")
         }
