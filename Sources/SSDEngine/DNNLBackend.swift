@@ -291,7 +291,8 @@ final class DNNLConvolution: ConvolutionKernel {
         // caller's to apply (it has the output).
         if let b = backward { return b }
         guard !inference else { throw EngineError.invalidArgument("\(shape): backward through a kernel planned for inference") }
-        let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd, arena: arena)
+        let b = try DNNLConvolutionBackward(shape, descs: descs, algorithm: algorithmKind, forward: fwd, input: inputLayout,
+                                            output: outputLayout, arena: arena)
         backward = b
         return b
     }
@@ -339,14 +340,18 @@ final class DNNLConvolutionBackward {
     let shape: ConvolutionShape
     private let bwdData: DNNLPrimitive
     private let bdDiffDst, bdWeights, bdDiffSrc: DNNLStaging
-    private let bwdWeights: DNNLPrimitive
-    private let bwSrc, bwDiffDst, bwDiffWeights: DNNLStaging
+    /// nil where our depthwise kernel computes the weight gradient instead (`DepthwiseWeights`).
+    private let bwdWeights: DNNLPrimitive?
+    private let bwSrc, bwDiffDst, bwDiffWeights: DNNLStaging?
+    private let inputLayout, outputLayout: ActivationLayout
     private let bwDiffBias: DNNLMemory
     private let biasScratch: Tensor    // (Cout): this call's bias gradient, added to the caller's
 
     init(_ s: ConvolutionShape, descs: DNNLConvolutionDescs, algorithm chosen: dnnl_alg_kind_t, forward fwd: DNNLPrimitive,
-         arena: DNNLArena) throws {
+         input: ActivationLayout, output: ActivationLayout, arena: DNNLArena) throws {
         shape = s
+        inputLayout = input
+        outputLayout = output
         var d = descs
         // Backward data: its own layouts, with the forward as the hint.
         var bdDesc = dnnl_convolution_desc_t()
@@ -366,16 +371,27 @@ final class DNNLConvolutionBackward {
         try dnnlCheck(dnnl_dilated_convolution_backward_weights_desc_init(&bwDesc, chosen, &d.anySrc, &d.anyWeights, &d.bias,
                                                                           &d.anyDst, d.strides, d.dilates, d.padL, d.padR),
                       "convolution_backward_weights_desc_init \(s)")
-        bwdWeights = try DNNLPrimitive(opDesc: &bwDesc, hint: fwd.pd, what: "convolution backward weights \(s)")
-        bwSrc = try DNNLStaging(user: d.userSrc, internal: bwdWeights.queryDesc(dnnl_query_src_md),
-                                needsIn: true, needsOut: false, arena: arena, role: .backwardWeightsSource)
-        bwDiffDst = try DNNLStaging(user: d.userDst, internal: bwdWeights.queryDesc(dnnl_query_diff_dst_md),
-                                    needsIn: true, needsOut: false, arena: arena, role: .backwardWeightsDiffDestination)
-        // oneDNN overwrites its outputs; the contract is to accumulate, so the weight gradient
-        // lands in the arena and a summing reorder adds it to the caller's.
-        bwDiffWeights = try DNNLStaging(user: d.userWeights, internal: bwdWeights.queryDesc(dnnl_query_diff_weights_md),
-                                        needsIn: false, needsOut: true, arena: arena, role: .backwardWeightsDiffWeights,
-                                        accumulate: true)
+        let weights = try DNNLPrimitive(opDesc: &bwDesc, hint: fwd.pd, what: "convolution backward weights \(s)")
+        if DepthwiseWeights.applies(to: s) && !weights.implementation.hasPrefix("jit_dw") {
+            // oneDNN has no depthwise kernel for this one (im2col + GEMM instead): ours replaces it.
+            DNNLRegistry.forgetLast()
+            DNNLRegistry.record("convolution backward weights \(s)", DepthwiseWeights.implementation)
+            bwdWeights = nil
+            bwSrc = nil
+            bwDiffDst = nil
+            bwDiffWeights = nil
+        } else {
+            bwdWeights = weights
+            bwSrc = try DNNLStaging(user: d.userSrc, internal: weights.queryDesc(dnnl_query_src_md),
+                                    needsIn: true, needsOut: false, arena: arena, role: .backwardWeightsSource)
+            bwDiffDst = try DNNLStaging(user: d.userDst, internal: weights.queryDesc(dnnl_query_diff_dst_md),
+                                        needsIn: true, needsOut: false, arena: arena, role: .backwardWeightsDiffDestination)
+            // oneDNN overwrites its outputs; the contract is to accumulate, so the weight gradient
+            // lands in the arena and a summing reorder adds it to the caller's.
+            bwDiffWeights = try DNNLStaging(user: d.userWeights, internal: weights.queryDesc(dnnl_query_diff_weights_md),
+                                            needsIn: false, needsOut: true, arena: arena, role: .backwardWeightsDiffWeights,
+                                            accumulate: true)
+        }
         bwDiffBias = try DNNLMemory(d.bias, own: false)
         biasScratch = Tensor(shape: [s.outChannels])
     }
@@ -391,6 +407,11 @@ final class DNNLConvolutionBackward {
 
     func weights(input: UnsafePointer<Float>, outputGrad: UnsafePointer<Float>,
                  weightGrad: UnsafeMutablePointer<Float>, biasGrad: UnsafeMutablePointer<Float>?) throws {
+        guard let bwdWeights, let bwSrc, let bwDiffDst, let bwDiffWeights else {
+            DepthwiseWeights.accumulate(shape, input: input, inputLayout: inputLayout, outputGrad: outputGrad,
+                                        outputLayout: outputLayout, weightGrad: weightGrad, biasGrad: biasGrad)
+            return
+        }
         try bwSrc.load(input)
         try bwDiffDst.load(outputGrad)
         try bwDiffWeights.bindOutput(weightGrad)

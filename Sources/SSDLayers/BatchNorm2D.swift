@@ -222,6 +222,9 @@ public final class BatchNorm2D: Layer {
                     let unbiased = count > 1 ? squares[c] / (count - 1) : variance
                     runningVariance.data[c] = (1 - momentum) * runningVariance.data[c] + momentum * Float(unbiased)
                 }
+                // Whoever keeps something derived from the statistics (a folded convolution) sees the change.
+                runningMean.markModified()
+                runningVariance.markModified()
             } else {
                 for c in 0..<channels {
                     mean.data[c] = runningMean.data[c]
