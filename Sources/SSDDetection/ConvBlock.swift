@@ -13,6 +13,8 @@ final class ConvolutionBlock: Layer {
     let norm: BatchNorm2D?
     /// Evaluation mode with batch norm: the convolution with the batch norm folded in.
     private let folded: Conv2D?
+    /// Whether evaluation folds the batch norm (the unfolded path stays for comparison).
+    var foldsBatchNorm = true
     /// The versions of (weight, bias, γ, β, mean, variance) the folded weights were computed from.
     private var foldedFrom: [UInt64] = []
 
@@ -35,7 +37,7 @@ final class ConvolutionBlock: Layer {
 
     /// The block's output (after the activation).
     var output: Tensor {
-        if !isTraining, let folded { return folded.output }
+        if !isTraining && foldsBatchNorm, let folded { return folded.output }
         return norm?.output ?? conv.output
     }
     var parameters: [Parameter] { conv.parameters + (norm?.parameters ?? []) }
@@ -50,7 +52,7 @@ final class ConvolutionBlock: Layer {
 
     @discardableResult
     func forward(_ x: Tensor) throws -> Tensor {
-        if !isTraining, let folded, let norm {
+        if !isTraining && foldsBatchNorm, let folded, let norm {
             fold(into: folded, norm)
             return try folded.forward(x)
         }

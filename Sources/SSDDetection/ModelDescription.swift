@@ -111,12 +111,24 @@ public struct FeatureSource: Sendable, Equatable {
     public var classHead: LayerSpec
     /// Priors per location on this map.
     public var boxesPerLocation: Int
+
+    public init(name: String, layer: Int, side: LayerSpec? = nil, channels: Int, locationHead: LayerSpec, classHead: LayerSpec,
+                boxesPerLocation: Int) {
+        self.name = name
+        self.layer = layer
+        self.side = side
+        self.channels = channels
+        self.locationHead = locationHead
+        self.classHead = classHead
+        self.boxesPerLocation = boxesPerLocation
+    }
 }
 
 /// How a model's parameters are grouped for the optimizer.
 public struct OptimizerGroups: Sendable, Equatable {
     /// The bias group's learning rate, relative to the rest (the tutorial doubles it; torchvision doesn't).
     public var biasLearningRateMultiplier: Float
+    public init(biasLearningRateMultiplier: Float) { self.biasLearningRateMultiplier = biasLearningRateMultiplier }
 }
 
 /// One model, fully described: the trunk (backbone then extra layers, in order), the feature
@@ -145,4 +157,21 @@ public struct ModelDescription: Sendable {
     public var optimizerGroups: OptimizerGroups
 
     public var priorCount: Int { priorsCxcy.count / 4 }
+
+    public init(kind: ModelKind, classCount: Int, inputSize: Int, inputMean: [Float], inputStd: [Float], trunk: [LayerSpec],
+                sources: [FeatureSource], priorsCxcy: [Float], loss: LossConvention, evaluationDetection: DetectionSettings,
+                demoDetection: DetectionSettings, optimizerGroups: OptimizerGroups) {
+        self.kind = kind
+        self.classCount = classCount
+        self.inputSize = inputSize
+        self.inputMean = inputMean
+        self.inputStd = inputStd
+        self.trunk = trunk
+        self.sources = sources
+        self.priorsCxcy = priorsCxcy
+        self.loss = loss
+        self.evaluationDetection = evaluationDetection
+        self.demoDetection = demoDetection
+        self.optimizerGroups = optimizerGroups
+    }
 }

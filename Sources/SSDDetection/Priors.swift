@@ -10,6 +10,13 @@ public struct FeatureMapSpec: Equatable, Sendable {
     /// Aspect ratios; the 1:1 ratio also gets the extra prior of scale √(s·s_next).
     public var aspectRatios: [Double]
 
+    public init(name: String, size: Int, scale: Double, aspectRatios: [Double]) {
+        self.name = name
+        self.size = size
+        self.scale = scale
+        self.aspectRatios = aspectRatios
+    }
+
     /// Priors per location: one per ratio plus the extra 1:1 prior.
     public var boxesPerLocation: Int { aspectRatios.count + (aspectRatios.contains(1) ? 1 : 0) }
 }

@@ -45,11 +45,25 @@ public final class SSDModel {
 
     /// Builds the network the configuration names, initialised as its description says (the
     /// tutorial's: PyTorch's default for the VGG base, Xavier-uniform for new layers).
-    public init(configuration: SSDConfiguration, algorithm: ConvolutionAlgorithm = .direct,
-                backend: Backend = DNNLBackend(), seed: UInt64 = 0) throws {
+    public convenience init(configuration: SSDConfiguration, algorithm: ConvolutionAlgorithm = .direct,
+                            backend: Backend = DNNLBackend(), seed: UInt64 = 0) throws {
         try configuration.validate()
+        try self.init(architecture: configuration.architecture, configuration: configuration, algorithm: algorithm,
+                      backend: backend, seed: seed)
+    }
+
+    /// A network built from any description (tests build small ones); its configuration names
+    /// the description's kind and class count.
+    public convenience init(architecture: ModelDescription, algorithm: ConvolutionAlgorithm = .direct,
+                            backend: Backend = DNNLBackend(), seed: UInt64 = 0) throws {
+        try self.init(architecture: architecture,
+                      configuration: SSDConfiguration(model: architecture.kind, classCount: architecture.classCount),
+                      algorithm: algorithm, backend: backend, seed: seed)
+    }
+
+    private init(architecture: ModelDescription, configuration: SSDConfiguration, algorithm: ConvolutionAlgorithm,
+                 backend: Backend, seed: UInt64) throws {
         self.configuration = configuration
-        let architecture = configuration.architecture
         self.architecture = architecture
         self.backend = backend
         var rng = SeededRandom(seed: seed)
@@ -106,6 +120,12 @@ public final class SSDModel {
         didSet {
             for l in sides.compactMap({ $0 }) + trunk + heads.map(\.loc) + heads.map(\.cls) { l.isTraining = isTraining }
         }
+    }
+
+    /// Whether evaluation mode folds each batch norm into its convolution (the default: one
+    /// pass instead of three). Off, evaluation runs convolution, batch norm and activation apart.
+    public var foldsBatchNorm = true {
+        didSet { for case let block as ConvolutionBlock in layers { block.foldsBatchNorm = foldsBatchNorm } }
     }
 
     /// Parameters by state_dict name.
