@@ -14,11 +14,13 @@ public protocol Backend: AnyObject {
     /// The layout this backend computes fastest on for activations with `channels` channels.
     func preferredLayout(channels: Int) -> ActivationLayout
     /// A convolution kernel planned for one shape and pair of activation layouts; reuse it for
-    /// every call of that shape. With `fusedReLU` the forward writes max(conv + bias, 0). An
+    /// every call of that shape. With `activation` the forward writes f(conv + bias) where the
+    /// backend can fuse it (the kernel's `fusedActivation` says whether it did; a training
+    /// kernel fuses at most a ReLU, whose output alone gives its derivative). An
     /// `inference` kernel is planned for forward calls only (its backward throws) and may keep a
     /// prepared copy of the weights between calls (see `forward(…weightsVersion:…)`).
     func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
-                     output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel
+                     output: ActivationLayout, activation: ActivationFunction?, inference: Bool) throws -> ConvolutionKernel
     /// A max-pooling kernel planned for one shape; input and output share `layout`. An
     /// `inference` kernel keeps no arg-max positions and its backward throws.
     func maxPooling(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws -> PoolingKernel
@@ -43,6 +45,13 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
+    /// A convolution kernel with or without a fused ReLU.
+    public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
+                            output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
+        try convolution(shape, algorithm: algorithm, input: input, output: output, activation: fusedReLU ? .relu : nil,
+                        inference: inference)
+    }
+
     /// A convolution kernel for training (forward and backward).
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
                             output: ActivationLayout, fusedReLU: Bool) throws -> ConvolutionKernel {
@@ -64,6 +73,9 @@ extension Backend {
 }
 
 extension ConvolutionKernel {
+    /// Whether the forward applies a ReLU.
+    public var fusedReLU: Bool { fusedActivation == .relu }
+
     /// By default the version is ignored and the weights are prepared anew at every call.
     public func forward(input: UnsafePointer<Float>, weight: UnsafePointer<Float>, weightsVersion: UInt64,
                         bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) throws {
@@ -172,7 +184,8 @@ public protocol ConvolutionKernel: AnyObject {
     var shape: ConvolutionShape { get }
     var inputLayout: ActivationLayout { get }
     var outputLayout: ActivationLayout { get }
-    var fusedReLU: Bool { get }
+    /// The activation the forward applies after the bias, or nil.
+    var fusedActivation: ActivationFunction? { get }
     /// The implementation the backend chose, e.g. "jit:avx512_core" or "naive".
     var implementation: String { get }
     /// output (N, Cout, Ho, Wo) = input (N, Cin, H, W) ⋆ weight (Cout, Cin/groups, kh, kw) + bias (Cout)

@@ -63,8 +63,10 @@ public final class DNNLBackend: Backend {
     }
 
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
-                            output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
+                            output: ActivationLayout, activation: ActivationFunction?, inference: Bool) throws -> ConvolutionKernel {
         try checkLayout(input, channels: shape.inChannels)
+        // Training kernels fuse a ReLU only: the backward of the others needs the pre-activation.
+        let fused = activation == .relu || inference ? activation : nil
         try checkLayout(output, channels: shape.outChannels)
         // oneDNN 2.6 has Winograd only for AVX-512; elsewhere ours (its GEMMs through oneDNN's sgemm),
         // where there are enough tiles for its GEMMs to beat direct convolution (measured: at
@@ -73,10 +75,10 @@ public final class DNNLBackend: Backend {
         if algorithm != .direct && shape.winogradEligible && !DNNLBackend.oneDNNHasWinograd
             && tiles >= DNNLBackend.winogradMinimumTiles
             && min(shape.inChannels, shape.outChannels) >= DNNLBackend.winogradMinimumChannels {
-            return try WinogradConvolution(shape, input: input, output: output, fusedReLU: fusedReLU, gemm: self,
+            return try WinogradConvolution(shape, input: input, output: output, fusedReLU: fused == .relu, gemm: self,
                                            arena: winogradArena)
         }
-        return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, fusedReLU: fusedReLU,
+        return try DNNLConvolution(shape, algorithm: algorithm, input: input, output: output, activation: fused,
                                    inference: inference, arena: arena)
     }
 
@@ -201,7 +203,7 @@ final class DNNLConvolution: ConvolutionKernel {
     let implementation: String
     let inputLayout: ActivationLayout
     let outputLayout: ActivationLayout
-    let fusedReLU: Bool
+    let fusedActivation: ActivationFunction?
     /// Planned for forward calls only (`forward_inference`, weights reordered once per version).
     let inference: Bool
 
@@ -218,7 +220,7 @@ final class DNNLConvolution: ConvolutionKernel {
     private let biasScratch: Tensor  // (Cout): zero bias for forward calls without one
 
     init(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout, output: ActivationLayout,
-         fusedReLU wantReLU: Bool, inference: Bool, arena: DNNLArena) throws {
+         activation wanted: ActivationFunction?, inference: Bool, arena: DNNLArena) throws {
         try shape.validate()
         self.arena = arena
         self.inference = inference
@@ -230,7 +232,7 @@ final class DNNLConvolution: ConvolutionKernel {
 
         let prop = inference ? dnnl_forward_inference : dnnl_forward_training
         let stage = inference ? "inference" : "forward"
-        func makeForward(_ alg: dnnl_alg_kind_t, relu: Bool) throws -> DNNLPrimitive {
+        func makeForward(_ alg: dnnl_alg_kind_t, activation: ActivationFunction?) throws -> DNNLPrimitive {
             var op = dnnl_convolution_desc_t()
             // Inference first asks for a kernel on the activation layouts the network carries
             // (left free, oneDNN may pick another layout for inference alone and pay two
@@ -241,10 +243,10 @@ final class DNNLConvolution: ConvolutionKernel {
                 try dnnlCheck(dnnl_dilated_convolution_forward_desc_init(&op, prop, alg, &src, &d.anyWeights,
                                                                          &d.bias, &dst, d.strides, d.dilates, d.padL, d.padR),
                               "convolution_forward_desc_init \(s)")
-                // Bias and ReLU in the convolution's epilogue: one pass over the output instead of two.
-                let attr = relu ? try DNNLAttributes(reluPostOp: true) : nil
+                // Bias and activation in the convolution's epilogue: one pass over the output instead of two.
+                let attr = try activation.map { try DNNLAttributes(activation: $0) }
                 let made = try DNNLPrimitive(opDesc: &op, attr: attr?.handle,
-                                             what: "convolution \(stage) \(s)\(relu ? " + relu" : "")")
+                                             what: "convolution \(stage) \(s)\(activation.map { " + \($0)" } ?? "")")
                 if !free && made.implementation.hasPrefix("ref") {
                     DNNLRegistry.forgetLast()  // not used: the free choice follows
                     continue
@@ -255,23 +257,24 @@ final class DNNLConvolution: ConvolutionKernel {
         }
         let wantWinograd = (algorithm == .winograd || algorithm == .auto) && s.winogradEligible
         var chosen = dnnl_convolution_direct
-        var candidates: [(dnnl_alg_kind_t, Bool)] = []
+        var candidates: [(dnnl_alg_kind_t, ActivationFunction?)] = []
+        let fusable = wanted.flatMap { DNNLAttributes.eltwise($0) == nil ? nil : $0 }
         for alg in wantWinograd ? [dnnl_convolution_winograd, dnnl_convolution_direct] : [dnnl_convolution_direct] {
-            if wantReLU { candidates.append((alg, true)) }
-            candidates.append((alg, false))
+            if let fusable { candidates.append((alg, fusable)) }
+            candidates.append((alg, nil))
         }
-        var made: (DNNLPrimitive, Bool)?
+        var made: (DNNLPrimitive, ActivationFunction?)?
         var lastError: Error?
-        for (alg, relu) in candidates {
+        for (alg, activation) in candidates {
             do {
-                made = (try makeForward(alg, relu: relu), relu)
+                made = (try makeForward(alg, activation: activation), activation)
                 chosen = alg
                 break
             } catch { lastError = error }
         }
         guard let (primitive, fused) = made else { throw lastError ?? EngineError.backend("no convolution for \(s)") }
         fwd = primitive
-        fusedReLU = fused
+        fusedActivation = fused
         implementation = fwd.implementation
         fwdSrc = try DNNLStaging(user: d.userSrc, internal: fwd.queryDesc(dnnl_query_src_md), needsIn: true, needsOut: false,
                                  arena: arena, role: .forwardSource)

@@ -329,16 +329,34 @@ func memoryDesc(_ dims: [Int], _ layout: ActivationLayout) throws -> dnnl_memory
 final class DNNLAttributes {
     let handle: dnnl_primitive_attr_t
 
-    init(reluPostOp: Bool = false, sumPostOp: Bool = false) throws {
+    /// The eltwise post-op of an activation, where oneDNN 2.6 has PyTorch's formula: ReLU,
+    /// ReLU6 (clip to [0, 6]) and hardswish (x·min(max(x + 3, 0), 6)/6); not hardsigmoid.
+    static func eltwise(_ f: ActivationFunction) -> (dnnl_alg_kind_t, Float, Float)? {
+        switch f {
+        case .relu: return (dnnl_eltwise_relu, 0, 0)
+        case .relu6: return (dnnl_eltwise_clip, 0, 6)
+        case .hardswish: return (dnnl_eltwise_hardswish, 0, 0)
+        case .hardsigmoid: return nil
+        }
+    }
+
+    convenience init(reluPostOp: Bool = false, sumPostOp: Bool = false) throws {
+        try self.init(activation: reluPostOp ? .relu : nil, sumPostOp: sumPostOp)
+    }
+
+    init(activation: ActivationFunction?, sumPostOp: Bool = false) throws {
         var a: dnnl_primitive_attr_t?
         try dnnlCheck(dnnl_primitive_attr_create(&a), "primitive_attr_create")
         handle = a!
-        guard reluPostOp || sumPostOp else { return }
+        let eltwise = activation.flatMap(Self.eltwise)
+        guard eltwise != nil || sumPostOp else { return }
         var p: dnnl_post_ops_t?
         try dnnlCheck(dnnl_post_ops_create(&p), "post_ops_create")
         defer { dnnl_post_ops_destroy(p) }
         if sumPostOp { try dnnlCheck(dnnl_post_ops_append_sum(p, 1), "post_ops_append_sum") }
-        if reluPostOp { try dnnlCheck(dnnl_post_ops_append_eltwise(p, 1, dnnl_eltwise_relu, 0, 0), "post_ops_append_eltwise") }
+        if let (kind, alpha, beta) = eltwise {
+            try dnnlCheck(dnnl_post_ops_append_eltwise(p, 1, kind, alpha, beta), "post_ops_append_eltwise")
+        }
         try dnnlCheck(dnnl_primitive_attr_set_post_ops(handle, p), "primitive_attr_set_post_ops")
     }
 

@@ -7,11 +7,13 @@ public final class NaiveBackend: Backend {
     public func preferredLayout(channels: Int) -> ActivationLayout { .nchw }
 
     public func convolution(_ shape: ConvolutionShape, algorithm: ConvolutionAlgorithm, input: ActivationLayout,
-                            output: ActivationLayout, fusedReLU: Bool, inference: Bool) throws -> ConvolutionKernel {
+                            output: ActivationLayout, activation: ActivationFunction?, inference: Bool) throws -> ConvolutionKernel {
         try shape.validate()
         try checkLayout(input, channels: shape.inChannels)
         try checkLayout(output, channels: shape.outChannels)
-        return NaiveConvolution(shape: shape, inputLayout: input, outputLayout: output, fusedReLU: fusedReLU)
+        // A training kernel fuses only a ReLU (as oneDNN's): the others need their pre-activation.
+        let fused = inference || activation == .relu ? activation : nil
+        return NaiveConvolution(shape: shape, inputLayout: input, outputLayout: output, fusedActivation: fused)
     }
 
     public func maxPooling(_ shape: PoolingShape, layout: ActivationLayout, inference: Bool) throws -> PoolingKernel {
@@ -121,13 +123,14 @@ final class NaiveConvolution: ConvolutionKernel {
     let shape: ConvolutionShape
     let inputLayout: ActivationLayout
     let outputLayout: ActivationLayout
-    let fusedReLU: Bool
+    let fusedActivation: ActivationFunction?
     let implementation = "naive"
-    init(shape: ConvolutionShape, inputLayout: ActivationLayout, outputLayout: ActivationLayout, fusedReLU: Bool) {
+    init(shape: ConvolutionShape, inputLayout: ActivationLayout, outputLayout: ActivationLayout,
+         fusedActivation: ActivationFunction?) {
         self.shape = shape
         self.inputLayout = inputLayout
         self.outputLayout = outputLayout
-        self.fusedReLU = fusedReLU
+        self.fusedActivation = fusedActivation
     }
 
     /// Calls `body(n, co, oy, ox, cg, ky, kx, inputIndex)` for every tap that lands inside the
@@ -181,7 +184,7 @@ final class NaiveConvolution: ConvolutionKernel {
         for o in 0..<outCount {
             let co = (o / plane) % shape.outChannels
             result[o] = Float(acc[o] + Double(bias?[co] ?? 0))
-            if fusedReLU && !(result[o] > 0) { result[o] = 0 }
+            if let f = fusedActivation { result[o] = f.apply(result[o]) }
         }
         pack(result, into: output, shape: shape.outputShape, layout: outputLayout)
     }

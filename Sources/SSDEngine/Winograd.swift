@@ -35,6 +35,7 @@ public final class WinogradConvolution: ConvolutionKernel {
     public let inputLayout: ActivationLayout
     public let outputLayout: ActivationLayout
     public let fusedReLU: Bool
+    public var fusedActivation: ActivationFunction? { fusedReLU ? .relu : nil }
     public let implementation: String
     /// Tiles per chunk (over the whole batch) of the forward pass.
     public let tilesPerChunk: Int

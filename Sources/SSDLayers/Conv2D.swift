@@ -94,8 +94,12 @@ public final class Conv2D: Layer {
     /// The weight, then the bias if there is one (state_dict order).
     public var parameters: [Parameter] { bias.map { [weight, $0] } ?? [weight] }
 
-    /// The activation applied after the backend's kernel (all but a ReLU).
-    private var separateActivation: ActivationFunction? { activation == .relu ? nil : activation.function }
+    /// The activation applied after the backend's kernel: any but a ReLU the kernel did not fuse
+    /// (an inference kernel may fuse them all; a training one, only a ReLU).
+    private func separateActivation(_ k: ConvolutionKernel?) -> ActivationFunction? {
+        guard let f = activation.function, f != .relu, k?.fusedActivation != f else { return nil }
+        return f
+    }
     private var name: String { String(weight.name.dropLast(".weight".count)) }
 
     /// The implementation the backend chose for the current plan ("none" before the first call).
@@ -120,12 +124,12 @@ public final class Conv2D: Layer {
         if let k = kernel, k.shape.inputShape == x.shape, k.inputLayout == x.layout { return k }
         let g = try geometry(for: x.shape)
         let k = try backend.convolution(g, algorithm: algorithm, input: x.layout, output: outputLayout,
-                                        fusedReLU: activation == .relu, inference: !isTraining)
+                                        activation: activation.function, inference: !isTraining)
         kernel = k
         if output.shape != g.outputShape || output.layout != outputLayout {
             output = Tensor(shape: g.outputShape, layout: outputLayout)
         }
-        if separateActivation != nil && (preActivation.shape != g.outputShape || preActivation.layout != outputLayout) {
+        if separateActivation(k) != nil && (preActivation.shape != g.outputShape || preActivation.layout != outputLayout) {
             preActivation = Tensor(shape: g.outputShape, layout: outputLayout)
         }
         return k
@@ -135,7 +139,7 @@ public final class Conv2D: Layer {
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
         let k = try plan(x)
-        let f = separateActivation
+        let f = separateActivation(k)
         let target = f == nil ? output : preActivation
         let b = bias.map { UnsafePointer($0.value.data) }
         try Profiler.measure("\(name) forward") {
@@ -163,7 +167,7 @@ public final class Conv2D: Layer {
             try Profiler.measure("\(name) relu backward") {
                 try backend.reluBackward(output: output.data, grad: outputGrad.data, count: output.count)
             }
-        } else if let f = separateActivation {
+        } else if let f = separateActivation(k) {
             try Profiler.measure("\(name) \(f) backward") {
                 try backend.activationBackward(f, input: preActivation.data, grad: outputGrad.data, count: output.count)
             }
