@@ -100,7 +100,12 @@ public enum TorchSave {
         return archive(p.bytes, tensors.map(\.1) + [momentum])
     }
 
-    /// The tensors of a safetensors file (F32, F16 and I64) as a state dict, in the file's order.
+    /// A safetensors file's tensors as a `.pth` state dict.
+    public static func stateDict(fromSafetensors url: URL) throws -> Data {
+        stateDict(try tensors(of: try SafetensorsFile(url: url)))
+    }
+
+    /// The tensors of a safetensors file (F32, F16 and I64) as a state dict, in name order.
     public static func tensors(of file: SafetensorsFile) throws -> [(String, SavedTensor)] {
         try file.names.map { name in
             guard let entry = file.entries[name] else { throw SafetensorsError.missingTensor(file: file.path, name: name) }
