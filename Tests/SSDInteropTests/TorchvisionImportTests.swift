@@ -103,6 +103,7 @@ final class TorchvisionImportTests: XCTestCase {
         // The rest of the backbone is named as not imported, in the notes and the metadata.
         let tail = expected.map(\.name).filter { out.entries[$0] == nil }
         XCTAssertEqual(tail.count, expected.count - core.count)
+        XCTAssertEqual([core.count, tail.count], [214, 48])  // as README.md says
         XCTAssertTrue(tail.allSatisfy { $0.hasPrefix("backbone.features.1.") })
         let recorded = try XCTUnwrap(JSONSerialization.jsonObject(with: Data((out.metadata["not_imported"] ?? "").utf8)) as? [String])
         XCTAssertEqual(recorded, tail)
