@@ -38,7 +38,7 @@ let package = Package(
         // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
         .target(name: "SSDData", dependencies: ["SSDEngine", "SSDFiles", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
-        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "CZlib", "SSDFiles"]),
+        .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "SSDDetection", "CZlib", "SSDFiles"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
         .target(name: "SSDEvaluation", dependencies: ["SSDFiles"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
@@ -60,7 +60,7 @@ let package = Package(
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).
         .testTarget(name: "SSDCommandTests", dependencies: ["ssd", "SSDData", "SSDTestSupport"]),
-        .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -17,6 +17,16 @@ public enum TorchConversion {
     /// plain state dict — under the reference's names (a DataParallel `module.` prefix removed),
     /// and the metadata to record (`epoch` when present).
     public static func checkpointTensors(_ file: TorchFile) throws -> (tensors: [(name: String, tensor: TorchTensor)], metadata: [String: String]) {
+        let (references, metadata) = try modelReferences(file)
+        // Checked on the pickle's references, before any tensor is read or inflated.
+        try SSD300Names.check(references, file: file.path)
+        let tensors = try references.map { ($0.name, try file.materialize($0.tensor, name: $0.name)) }
+        return (tensors, metadata)
+    }
+
+    /// The model's tensor references in a checkpoint of any of the forms `checkpointTensors`
+    /// reads (nothing is materialised yet), and the metadata to record.
+    public static func modelReferences(_ file: TorchFile) throws -> (references: [(name: String, tensor: TorchTensorReference)], metadata: [String: String]) {
         let root = file.root
         var metadata: [String: String] = [:]
         if let epoch = root["epoch"]?.intValue { metadata["epoch"] = String(epoch) }
@@ -33,10 +43,7 @@ public enum TorchConversion {
         if references.allSatisfy({ $0.name.hasPrefix("module.") }) {
             references = references.map { (String($0.name.dropFirst("module.".count)), $0.tensor) }
         }
-        // Checked on the pickle's references, before any tensor is read or inflated.
-        try SSD300Names.check(references, file: file.path)
-        let tensors = try references.map { ($0.name, try file.materialize($0.tensor, name: $0.name)) }
-        return (tensors, metadata)
+        return (references, metadata)
     }
 
     /// `ssd convert pth`: reads `input`, writes every tensor to `output` (never over `input`).

@@ -227,6 +227,11 @@ public struct SafetensorsFile {
         }
     }
 
+    /// A tensor's bytes as stored (little-endian, its own dtype).
+    public func rawBytes(_ name: String) throws -> [UInt8] {
+        withBytes(try entry(name)) { [UInt8]($0) }
+    }
+
     /// A tensor as f32: F32 as is, F16 and BF16 widened exactly, F64 rounded.
     public func tensor(_ name: String) throws -> Tensor {
         let e = try entry(name)

@@ -135,7 +135,7 @@ final class HostileInteropTests: BinaryTestCase {
         try FileManager.default.createDirectory(at: folder.appendingPathComponent("sub"), withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent("link.pth").path, withDestinationPath: input.path)
         try FileManager.default.linkItem(at: input, to: folder.appendingPathComponent("hard.pth"))
-        for command in ["checkpoint", "pth", "vgg16"] {
+        for command in ["checkpoint", "pth", "vgg16", "mobilenet-v3-large", "ssdlite320"] {
             for spelling in ["model.pth", "./sub/../model.pth", input.path, "link.pth", "hard.pth"] {
                 let outcome = try ssd(["convert", command, "model.pth", "-o", spelling], currentDirectory: folder)
                 XCTAssertNotEqual(outcome.status, 0, "convert \(command) -o \(spelling) replaced its input: \(outcome.all)")
