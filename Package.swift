@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).
-        .testTarget(name: "SSDCommandTests", dependencies: ["ssd", "SSDData", "SSDTestSupport"]),
+        .testTarget(name: "SSDCommandTests", dependencies: ["ssd", "SSDData", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

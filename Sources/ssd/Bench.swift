@@ -5,10 +5,10 @@ import SSDDetection
 import SSDEngine
 import SSDLayers
 
-/// Times SSD300 inference and training steps on random data.
+/// Times a model's inference and training steps on random data.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time SSD300 (21 classes) inference and training steps on this machine.",
+        abstract: "Time a model's (21 classes; default SSD300) inference and training steps on this machine.",
         discussion: """
             Runs on random images and random ground truth; weights are the default initialisation. \
             Peak memory is the whole process's, so run one workload per process to read it for that workload.
@@ -57,6 +57,7 @@ struct Bench: ParsableCommand {
         let side = model.inputSize, priors = model.priorsCxcy.count / 4
         if let weights { try model.load(contentsOf: URL(fileURLWithPath: weights)) }
         print("cpu: \(HostCPU.summary); activation layout \((model.backend as? DNNLBackend)?.hostLayout.description ?? "nchw")")
+        print("model: \(model.kind) (21 classes), input \(side)×\(side), \(priors) priors")
         if workload == .inference || workload == .all {
             model.isTraining = false  // inference kernels, weights prepared once
             for batch in inferenceBatches {
@@ -68,20 +69,21 @@ struct Bench: ParsableCommand {
                 results["inference_bs\(batch)_img_per_s"] = Double(batch) / seconds
                 print(String(format: "inference  batch %2d: %7.1f ms/batch  %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
             }
-            // Detection post-processing (decode, softmax, per-class NMS at min score 0.01, top 200)
-            // on the last batch's outputs.
+            // Detection post-processing (decode, softmax, per-class NMS) at the model's evaluation
+            // settings (SSD300: min score 0.01, top 200) on the last batch's outputs.
             let (locs, scores) = (model.locs, model.scores)
+            let settings = model.architecture.evaluationDetection
             var boxes = 0
             let seconds = try timed {
                 for _ in 0..<repeats {
-                    let found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy)
+                    let found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: model.priorsCxcy, settings: settings)
                     boxes = found.reduce(0) { $0 + $1.count }
                 }
             } / Double(repeats)
             let perImage = seconds * 1000 / Double(locs.dim(0))
             results["detect_ms_per_img"] = perImage
-            print(String(format: "detect post-processing: %7.2f ms/img (%d boxes kept over %d images, %@ weights)",
-                         perImage, boxes, locs.dim(0), weights == nil ? "untrained" : "given"))
+            print(String(format: "detect post-processing: %7.2f ms/img (%d boxes kept over %d images, %@ weights; min score %g, top %d)",
+                         perImage, boxes, locs.dim(0), weights == nil ? "untrained" : "given", settings.minScore, settings.topK))
         }
         if workload == .train || workload == .all {
             let batch = trainBatch

@@ -72,11 +72,11 @@ final class CommandLineTests: BinaryTestCase {
 
 extension CommandLineTests {
     /// `ssd info` names the CPU tier, oneDNN's version and the layout, and lists a kernel for
-    /// every primitive of both models — none of them oneDNN's reference loops.
+    /// every primitive of every model — none of them oneDNN's reference loops.
     func testInfoNamesTheTierAndEveryKernel() throws {
         let info = try ssd(["info"])
         XCTAssertEqual(info.status, 0, info.error)
-        for needle in ["tier ", "oneDNN 2.", "dispatches ", "activation layout ", "SSD300: ", "compact: ",
+        for needle in ["tier ", "oneDNN 2.", "dispatches ", "activation layout ", "ssd300 (", "ssd512 (", "ssdlite320 (", "compact (",
                        "convolution forward", "max pooling backward", "reorder"] {
             XCTAssertTrue(info.output.contains(needle), "ssd info lacks '\(needle)':\n\(info.output.prefix(2000))")
         }
