@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Reading users' files: the check every reader makes first (regular file, readable).
         .target(name: "SSDFiles"),
+        // One box and one detection, from the detector to JSON, drawing and evaluation.
+        .target(name: "SSDBoxes"),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL", "CWinograd"]),
         // AVX2 + FMA Winograd tile transforms, chosen at run time (portable Swift ones elsewhere).
@@ -50,6 +52,7 @@ let package = Package(
             dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
+        .testTarget(name: "SSDBoxesTests", dependencies: ["SSDBoxes"]),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
