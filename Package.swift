@@ -36,7 +36,7 @@ let package = Package(
         // Layers with forward/backward, parameters, SGD, safetensors.
         .target(name: "SSDLayers", dependencies: ["SSDEngine", "SSDFiles"]),
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
-        .target(name: "SSDDetection", dependencies: ["SSDEngine", "SSDLayers"]),
+        .target(name: "SSDDetection", dependencies: ["SSDBoxes", "SSDEngine", "SSDLayers"]),
         // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
         .target(name: "SSDData", dependencies: ["SSDEngine", "SSDFiles", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
@@ -46,20 +46,20 @@ let package = Package(
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
         .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.
-        .target(name: "SSDTraining", dependencies: ["SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
+        .target(name: "SSDTraining", dependencies: ["SSDBoxes", "SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
         .executableTarget(
             name: "ssd",
-            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
+            dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDBoxesTests", dependencies: ["SSDBoxes"]),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
-        .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDDetectionTests", dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
-        .testTarget(name: "SSDTrainingTests", dependencies: ["SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
+        .testTarget(name: "SSDTrainingTests", dependencies: ["SSDBoxes", "SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).
         .testTarget(name: "SSDCommandTests", dependencies: ["ssd", "SSDData", "SSDTestSupport"]),

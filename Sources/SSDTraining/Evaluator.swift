@@ -53,7 +53,7 @@ public enum Evaluator {
                 let b = batch.boxes[i]
                 truths.append(EvaluationTruth(boxes: stride(from: 0, to: b.count, by: 4).map { Array(b[$0..<($0 + 4)]) },
                                               labels: batch.labels[i], difficult: batch.difficulties[i].map { $0 != 0 }))
-                found.append(EvaluationDetections(boxes: detections[i].map(\.box), labels: detections[i].map(\.label),
+                found.append(EvaluationDetections(boxes: detections[i].map(\.box.array), labels: detections[i].map(\.label),
                                                   scores: detections[i].map(\.score)))
                 all.append(detections[i])
             }
