@@ -42,7 +42,7 @@ let package = Package(
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "CZlib", "SSDFiles"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
-        .target(name: "SSDEvaluation", dependencies: ["SSDFiles"]),
+        .target(name: "SSDEvaluation", dependencies: ["SSDBoxes", "SSDFiles"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
         .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.
@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
-        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDBoxes", "SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDBoxes", "SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
