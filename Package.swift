@@ -44,7 +44,7 @@ let package = Package(
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
         .target(name: "SSDEvaluation", dependencies: ["SSDBoxes", "SSDFiles"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
-        .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"]),
+        .target(name: "SSDGraphics", dependencies: ["SSDBoxes", "SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.
         .target(name: "SSDTraining", dependencies: ["SSDBoxes", "SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
         .executableTarget(
@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDBoxes", "SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
+        .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDBoxes", "SSDGraphics", "SSDData", "SSDTestSupport"]),
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDBoxes", "SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).

@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDEvaluation
 import SSDGraphics
@@ -49,10 +50,7 @@ func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: Detecti
 /// Draws `photo`'s detections on the photo (decoded again: inference keeps no full-size photo)
 /// and writes it to `file` as PNG.
 func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: DetectionAnnotator, to file: URL) throws {
-    let drawn = photo.pixelDetections.map { d -> DetectionAnnotation in
-        DetectionAnnotation(xMin: Double(d.box.xMin), yMin: Double(d.box.yMin), xMax: Double(d.box.xMax), yMax: Double(d.box.yMax),
-                            label: d.label, name: names[d.label - 1], score: Double(d.score))
-    }
+    let drawn = photo.pixelDetections.map { DetectionAnnotation($0, name: names[$0.label - 1]) }
     let image = try ImageCodec.load(URL(fileURLWithPath: photo.path))
     try ImageCodec.save(annotator.annotated(image, with: drawn), to: file)
 }
