@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Reading users' files: the check every reader makes first (regular file, readable).
         .target(name: "SSDFiles"),
+        // One box and one detection, from the detector to JSON, drawing and evaluation.
+        .target(name: "SSDBoxes"),
         // Tensors, the backend interface over oneDNN, naive twins of every fast kernel.
         .target(name: "SSDEngine", dependencies: ["CDNNL", "CWinograd"]),
         // AVX2 + FMA Winograd tile transforms, chosen at run time (portable Swift ones elsewhere).
@@ -34,29 +36,30 @@ let package = Package(
         // Layers with forward/backward, parameters, SGD, safetensors.
         .target(name: "SSDLayers", dependencies: ["SSDEngine", "SSDFiles"]),
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
-        .target(name: "SSDDetection", dependencies: ["SSDEngine", "SSDLayers"]),
+        .target(name: "SSDDetection", dependencies: ["SSDBoxes", "SSDEngine", "SSDLayers"]),
         // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
         .target(name: "SSDData", dependencies: ["SSDEngine", "SSDFiles", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "SSDDetection", "CZlib", "SSDFiles"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
-        .target(name: "SSDEvaluation", dependencies: ["SSDFiles"]),
+        .target(name: "SSDEvaluation", dependencies: ["SSDBoxes", "SSDFiles"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
-        .target(name: "SSDGraphics", dependencies: ["SSDData", "CFreeType"]),
+        .target(name: "SSDGraphics", dependencies: ["SSDBoxes", "SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.
-        .target(name: "SSDTraining", dependencies: ["SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
+        .target(name: "SSDTraining", dependencies: ["SSDBoxes", "SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
         .executableTarget(
             name: "ssd",
-            dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
+            dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
+        .testTarget(name: "SSDBoxesTests", dependencies: ["SSDBoxes"]),
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
-        .testTarget(name: "SSDDetectionTests", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
+        .testTarget(name: "SSDDetectionTests", dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
-        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDGraphics", "SSDData", "SSDTestSupport"]),
-        .testTarget(name: "SSDTrainingTests", dependencies: ["SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
+        .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDBoxes", "SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDBoxes", "SSDGraphics", "SSDData", "SSDTestSupport"]),
+        .testTarget(name: "SSDTrainingTests", dependencies: ["SSDBoxes", "SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).
         .testTarget(name: "SSDCommandTests", dependencies: ["ssd", "SSDData", "SSDLayers", "SSDTestSupport"]),

@@ -4,6 +4,11 @@ import Foundation
 /// Two forms, as in the reference: boundary `(x_min, y_min, x_max, y_max)` ("xy") and
 /// centre-size `(c_x, c_y, w, h)` ("cxcy"). Each formula keeps the reference's operation
 /// order, so results agree with PyTorch to the last bit where the inputs do.
+///
+/// A single box elsewhere (a detection, an evaluated object) is a `Box` (SSDBoxes); these stay
+/// on flat arrays because they run over every prior (matching, decoding, NMS), where one array
+/// of 4·n floats beats n structs built and torn down. `iou` here and `Box.iou` are the same
+/// arithmetic in the same order, so they agree to the last bit.
 public enum Boxes {
     /// Boundary → centre-size: ((x_min + x_max)/2, (y_min + y_max)/2, x_max − x_min, y_max − y_min).
     public static func xyToCxcy(_ xy: [Float]) -> [Float] {

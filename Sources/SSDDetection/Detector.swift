@@ -1,18 +1,8 @@
 import Foundation
+// `Detection` and `Box` live in SSDBoxes, shared with evaluation and drawing; SSDDetection's
+// users get them with it.
+@_exported import SSDBoxes
 import SSDEngine
-
-/// One detected object: a fractional boundary box `(x_min, y_min, x_max, y_max)`, a class
-/// index (1…n_classes−1; 0 only for the reference's "nothing found" placeholder) and a score.
-public struct Detection: Equatable, Sendable {
-    public var box: [Float]
-    public var label: Int
-    public var score: Float
-    public init(box: [Float], label: Int, score: Float) {
-        self.box = box
-        self.label = label
-        self.score = score
-    }
-}
 
 /// The thresholds and conventions of `detectObjects`. Defaults are the evaluation setting of
 /// the reference (min score 0.01, NMS overlap 0.45, top 200); its `detect.py` uses 0.2, 0.5,
@@ -104,7 +94,9 @@ public enum Detector {
         }
         var found: [Detection] = []
         var order: [UInt64] = []
-        var kept: [Float] = []  // boundary boxes kept so far in this class, four floats each
+        // Boundary boxes kept so far in this class, four floats each: NMS runs on flat arrays for
+        // speed, with `Box.iou`'s arithmetic written out (candidate first, kept box second).
+        var kept: [Float] = []
         // A class keeps at most one box per prior, so a top k beyond that (a user's 10^10) means
         // "all" and must not size any allocation.
         let perClass = min(settings.topK, nPriors)
@@ -144,13 +136,13 @@ public enum Detector {
                 }
                 if suppressed { continue }
                 kept += [x1, y1, x2, y2]
-                found.append(Detection(box: [x1, y1, x2, y2], label: c, score: probabilities[p * classes + c]))
+                found.append(Detection(box: Box(x1, y1, x2, y2), label: c, score: probabilities[p * classes + c]))
                 // A class's later boxes all score below its `topK` kept ones: they can never
                 // enter the final top k, so stop here.
                 if kept.count == 4 * perClass { break }
             }
         }
-        if found.isEmpty { return settings.placeholderWhenEmpty ? [Detection(box: [0, 0, 1, 1], label: 0, score: 0)] : [] }
+        if found.isEmpty { return settings.placeholderWhenEmpty ? [Detection(box: Box(0, 0, 1, 1), label: 0, score: 0)] : [] }
         if found.count > settings.topK || settings.sortedByScore {
             found.sort { $0.score > $1.score }
             if found.count > settings.topK { found.removeLast(found.count - settings.topK) }

@@ -1,27 +1,16 @@
 import Foundation
+import SSDBoxes
 
-/// Ground truth of one image for evaluation: boundary boxes `(x_min, y_min, x_max, y_max)`
-/// (fractional or pixels — no +1 is added), labels (1…), and whether each object is difficult.
+/// Ground truth of one image for evaluation: boundary boxes (fractional or pixels — no +1 is
+/// added), labels (1…), and whether each object is difficult.
 public struct EvaluationTruth: Equatable, Sendable {
-    public var boxes: [[Float]]
+    public var boxes: [Box]
     public var labels: [Int]
     public var difficult: [Bool]
-    public init(boxes: [[Float]], labels: [Int], difficult: [Bool]) {
+    public init(boxes: [Box], labels: [Int], difficult: [Bool]) {
         self.boxes = boxes
         self.labels = labels
         self.difficult = difficult
-    }
-}
-
-/// Detections of one image for evaluation.
-public struct EvaluationDetections: Equatable, Sendable {
-    public var boxes: [[Float]]
-    public var labels: [Int]
-    public var scores: [Float]
-    public init(boxes: [[Float]], labels: [Int], scores: [Float]) {
-        self.boxes = boxes
-        self.labels = labels
-        self.scores = scores
     }
 }
 
@@ -60,20 +49,16 @@ public enum MeanAveragePrecision {
     /// object not yet matched is a true positive, with one already matched a false positive;
     /// a best match that is difficult counts as neither; no match is a false positive.
     /// Classes without detections get AP 0 and count in the mean, as in the reference.
-    public static func compute(truths: [EvaluationTruth], detections: [EvaluationDetections], classCount: Int,
+    /// `detections[i]` are image i's, in the boxes' units of `truths[i]`.
+    public static func compute(truths: [EvaluationTruth], detections: [[Detection]], classCount: Int,
                                metric: APMetric = .voc07) throws -> APResult {
         guard truths.count == detections.count else {
             throw EvaluationError.invalid("\(truths.count) images of ground truth but \(detections.count) of detections")
         }
         guard classCount >= 2 else { throw EvaluationError.invalid("need at least one class besides background") }
         for (i, t) in truths.enumerated() {
-            guard t.boxes.count == t.labels.count, t.labels.count == t.difficult.count, t.boxes.allSatisfy({ $0.count == 4 }) else {
+            guard t.boxes.count == t.labels.count, t.labels.count == t.difficult.count else {
                 throw EvaluationError.invalid("image \(i): ground truth boxes, labels and difficulties differ in length")
-            }
-        }
-        for (i, d) in detections.enumerated() {
-            guard d.boxes.count == d.labels.count, d.labels.count == d.scores.count, d.boxes.allSatisfy({ $0.count == 4 }) else {
-                throw EvaluationError.invalid("image \(i): detection boxes, labels and scores differ in length")
             }
         }
         var aps = [Float](repeating: 0, count: classCount - 1)
@@ -94,24 +79,16 @@ public enum MeanAveragePrecision {
         return APResult(averagePrecisions: aps, meanAveragePrecision: mean, metric: metric)
     }
 
-    @inline(__always)
-    static func iou(_ a: [Float], _ b: [Float]) -> Float {
-        let w = max(min(a[2], b[2]) - max(a[0], b[0]), 0)
-        let h = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
-        let inter = w * h
-        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-    }
-
-    static func classAP(_ c: Int, truths: [EvaluationTruth], detections: [EvaluationDetections], threshold: Float,
+    static func classAP(_ c: Int, truths: [EvaluationTruth], detections: [[Detection]], threshold: Float,
                         metric: APMetric) -> Float {
         // Objects of class c per image, and how many are not difficult.
-        let objects: [[(box: [Float], difficult: Bool)]] = truths.map { t in
+        let objects: [[(box: Box, difficult: Bool)]] = truths.map { t in
             t.labels.indices.filter { t.labels[$0] == c }.map { (t.boxes[$0], t.difficult[$0]) }
         }
         let easy = objects.reduce(0) { $0 + $1.filter { !$0.difficult }.count }
-        var found: [(image: Int, box: [Float], score: Float)] = []
+        var found: [(image: Int, box: Box, score: Float)] = []
         for (i, d) in detections.enumerated() {
-            for k in d.labels.indices where d.labels[k] == c { found.append((i, d.boxes[k], d.scores[k])) }
+            for detection in d where detection.label == c { found.append((i, detection.box, detection.score)) }
         }
         if found.isEmpty || easy == 0 { return 0 }
         // Stable sort by descending score: ties keep image order.
@@ -128,7 +105,7 @@ public enum MeanAveragePrecision {
             for (o, object) in candidates.enumerated() {
                 // COCO matches each detection to the best object still free (difficult ones last).
                 if metric == .coco && detected[det.image][o] { continue }
-                let overlap = iou(det.box, object.box)
+                let overlap = det.box.iou(object.box)  // the detection first, as the reference
                 if overlap > best { best = overlap; bestIndex = o }
             }
             if metric == .coco {

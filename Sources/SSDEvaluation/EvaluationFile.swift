@@ -1,13 +1,15 @@
 import Foundation
+import SSDBoxes
 import SSDFiles
 
 /// The JSON exchange format of `ssd map` (that of the fixture `map_case.json`): per image lists
 /// `true_boxes`, `true_labels`, `true_difficulties`, `det_boxes`, `det_labels`, `det_scores`.
 public struct EvaluationFile {
     public var truths: [EvaluationTruth]
-    public var detections: [EvaluationDetections]
+    /// Per image, its detections.
+    public var detections: [[Detection]]
 
-    public init(truths: [EvaluationTruth], detections: [EvaluationDetections]) {
+    public init(truths: [EvaluationTruth], detections: [[Detection]]) {
         self.truths = truths
         self.detections = detections
     }
@@ -30,14 +32,14 @@ public struct EvaluationFile {
             guard let value = object[key] as? [Any] else { throw EvaluationError.invalid("\(path): missing list '\(key)'") }
             return value
         }
-        func boxes(_ key: String, _ image: Int, _ value: Any) throws -> [[Float]] {
+        func boxes(_ key: String, _ image: Int, _ value: Any) throws -> [Box] {
             guard let rows = value as? [[Any]] else { throw EvaluationError.invalid("\(path): '\(key)'[\(image)] is not a list of boxes") }
             return try rows.enumerated().map { j, row in
                 let numbers = row.compactMap { ($0 as? NSNumber)?.floatValue }
-                guard numbers.count == 4, row.count == 4, numbers.allSatisfy(\.isFinite) else {
+                guard row.count == 4, let box = try? Box(validating: numbers) else {
                     throw EvaluationError.invalid("\(path): '\(key)'[\(image)][\(j)] is not four numbers")
                 }
-                return numbers
+                return box
             }
         }
         func numbers(_ key: String, _ image: Int, _ value: Any) throws -> [Double] {
@@ -77,20 +79,20 @@ public struct EvaluationFile {
         guard Set(lists.map(\.count)).count == 1 else {
             throw EvaluationError.invalid("\(path): the lists \(keys.joined(separator: ", ")) must have one entry per image")
         }
-        var truths: [EvaluationTruth] = [], detections: [EvaluationDetections] = []
+        var truths: [EvaluationTruth] = [], detections: [[Detection]] = []
         for i in 0..<lists[0].count {
             let t = EvaluationTruth(boxes: try boxes(keys[0], i, lists[0][i]), labels: try labels(keys[1], i, lists[1][i], lowest: 1),
                                     difficult: try flags(keys[2], i, lists[2][i]))
-            let d = EvaluationDetections(boxes: try boxes(keys[3], i, lists[3][i]), labels: try labels(keys[4], i, lists[4][i], lowest: 0),
-                                         scores: try scores(keys[5], i, lists[5][i]))
+            let detBoxes = try boxes(keys[3], i, lists[3][i]), detLabels = try labels(keys[4], i, lists[4][i], lowest: 0)
+            let detScores = try scores(keys[5], i, lists[5][i])
             guard t.boxes.count == t.labels.count, t.labels.count == t.difficult.count else {
                 throw EvaluationError.invalid("\(path): image \(i): true_boxes, true_labels and true_difficulties differ in length")
             }
-            guard d.boxes.count == d.labels.count, d.labels.count == d.scores.count else {
+            guard detBoxes.count == detLabels.count, detLabels.count == detScores.count else {
                 throw EvaluationError.invalid("\(path): image \(i): det_boxes, det_labels and det_scores differ in length")
             }
             truths.append(t)
-            detections.append(d)
+            detections.append(detBoxes.indices.map { Detection(box: detBoxes[$0], label: detLabels[$0], score: detScores[$0]) })
         }
         self.truths = truths
         self.detections = detections
@@ -105,8 +107,8 @@ public struct EvaluationFile {
             }
         }
         for (i, d) in detections.enumerated() {
-            if let j = d.labels.firstIndex(where: { $0 > maximum }) {
-                throw EvaluationError.invalid("\(path): 'det_labels'[\(i)][\(j)]: label \(d.labels[j]) but only \(maximum) classes (labels 1…\(maximum); use --classes)")
+            if let j = d.firstIndex(where: { $0.label > maximum }) {
+                throw EvaluationError.invalid("\(path): 'det_labels'[\(i)][\(j)]: label \(d[j].label) but only \(maximum) classes (labels 1…\(maximum); use --classes)")
             }
         }
     }

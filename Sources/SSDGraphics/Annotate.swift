@@ -1,26 +1,21 @@
+import SSDBoxes
 import SSDData
 
-/// One detection to draw: a box in pixels of the image it is drawn on, its class and score.
+/// One detection to draw: a `Detection` whose box is in pixels of the image it is drawn on
+/// (`PhotoDetections.pixelDetections`), and the name of its class. The label (1-based as in the
+/// model, 0 is background) picks the colour; the name is drawn in upper case.
 public struct DetectionAnnotation: Sendable, Equatable {
-    public var xMin: Double
-    public var yMin: Double
-    public var xMax: Double
-    public var yMax: Double
-    /// The class label, 1-based as in the model (0 is background); it picks the colour.
-    public var label: Int
-    /// The class name; drawn in upper case.
+    public var detection: Detection
     public var name: String
-    public var score: Double
 
-    public init(xMin: Double, yMin: Double, xMax: Double, yMax: Double, label: Int, name: String, score: Double) {
-        self.xMin = xMin
-        self.yMin = yMin
-        self.xMax = xMax
-        self.yMax = yMax
-        self.label = label
+    public init(_ detection: Detection, name: String) {
+        self.detection = detection
         self.name = name
-        self.score = score
     }
+
+    public var box: Box { detection.box }
+    public var label: Int { detection.label }
+    public var score: Float { detection.score }
 }
 
 /// The reference's per-class colours.
@@ -97,8 +92,9 @@ public struct DetectionAnnotator {
     public func labelText(for detection: DetectionAnnotation) -> String {
         let name = detection.name.uppercased()
         guard showsScore else { return name }
-        let score = detection.score.isFinite ? (detection.score * 100).rounded() / 100 : 0
-        return "\(name) \(score)"
+        let score = Double(detection.score)
+        let shown = score.isFinite ? (score * 100).rounded() / 100 : 0
+        return "\(name) \(shown)"
     }
 
     /// Draws every detection on `image`, in order (later ones on top).
@@ -117,15 +113,16 @@ public struct DetectionAnnotator {
     public func labelPlacement(for detection: DetectionAnnotation)
         -> (box: (x0: Int, y0: Int, x1: Int, y1: Int), textX: Int, textY: Int) {
         let metrics = font.measure(labelText(for: detection))
-        let x0 = pixelIndex(detection.xMin), y0 = pixelIndex(detection.yMin)
+        let x0 = pixelIndex(Double(detection.box.xMin)), y0 = pixelIndex(Double(detection.box.yMin))
         let top = y0 - metrics.height >= 0 ? y0 - metrics.height : y0
         return ((x0, top, x0 + metrics.width + 4, top + metrics.height), x0 + 2, top)
     }
 
     private func draw(_ detection: DetectionAnnotation, on image: inout RGBImage) {
+        // Drawing works in Double pixels (exact for every Float).
         let color = ClassPalette.color(forLabel: detection.label)
-        let x0 = pixelIndex(detection.xMin), y0 = pixelIndex(detection.yMin)
-        let x1 = pixelIndex(detection.xMax), y1 = pixelIndex(detection.yMax)
+        let x0 = pixelIndex(Double(detection.box.xMin)), y0 = pixelIndex(Double(detection.box.yMin))
+        let x1 = pixelIndex(Double(detection.box.xMax)), y1 = pixelIndex(Double(detection.box.yMax))
         image.strokeRectangle(x0: x0, y0: y0, x1: x1, y1: y1, color: color)
         image.strokeRectangle(x0: x0 + 1, y0: y0 + 1, x1: x1 + 1, y1: y1 + 1, color: color)
         let text = labelText(for: detection)

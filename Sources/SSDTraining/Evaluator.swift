@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDDetection
 import SSDEngine
@@ -29,7 +30,7 @@ public enum Evaluator {
         let wasTraining = model.isTraining
         model.isTraining = false
         defer { model.isTraining = wasTraining }
-        var truths: [EvaluationTruth] = [], found: [EvaluationDetections] = [], all: [[Detection]] = []
+        var truths: [EvaluationTruth] = [], all: [[Detection]] = []
         let batches = loader.epoch(0)
         defer { batches.cancel() }
         var done = 0
@@ -51,16 +52,14 @@ public enum Evaluator {
             postSeconds += Date().timeIntervalSince(t)
             for i in 0..<batch.indices.count {
                 let b = batch.boxes[i]
-                truths.append(EvaluationTruth(boxes: stride(from: 0, to: b.count, by: 4).map { Array(b[$0..<($0 + 4)]) },
+                truths.append(EvaluationTruth(boxes: stride(from: 0, to: b.count, by: 4).map { Box(b[$0], b[$0 + 1], b[$0 + 2], b[$0 + 3]) },
                                               labels: batch.labels[i], difficult: batch.difficulties[i].map { $0 != 0 }))
-                found.append(EvaluationDetections(boxes: detections[i].map(\.box), labels: detections[i].map(\.label),
-                                                  scores: detections[i].map(\.score)))
                 all.append(detections[i])
             }
             done += batch.indices.count
             progress(done, loader.dataset.count)
         }
-        let result = try MeanAveragePrecision.compute(truths: truths, detections: found, classCount: model.classCount, metric: metric)
+        let result = try MeanAveragePrecision.compute(truths: truths, detections: all, classCount: model.classCount, metric: metric)
         return Result(scores: result, detections: all, images: done,
                       forwardMillisecondsPerImage: forwardSeconds * 1000 / Double(max(done, 1)),
                       postProcessingMillisecondsPerImage: postSeconds * 1000 / Double(max(done, 1)))

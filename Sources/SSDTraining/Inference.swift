@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDDetection
 import SSDEngine
@@ -9,12 +10,12 @@ public struct PhotoDetections: Sendable {
     public var path: String
     public var width: Int
     public var height: Int
+    /// With fractional boxes, as the detector gives them.
     public var detections: [Detection]
 
-    /// `detections[i].box` scaled to pixels.
-    public func pixelBox(_ i: Int) -> [Float] {
-        let b = detections[i].box
-        return [b[0] * Float(width), b[1] * Float(height), b[2] * Float(width), b[3] * Float(height)]
+    /// The detections with their boxes in the photo's pixels (x × width, y × height).
+    public var pixelDetections: [Detection] {
+        detections.map { $0.scaled(x: Float(width), y: Float(height)) }
     }
 }
 
@@ -98,7 +99,7 @@ public enum Inference {
                 // Label 0 is the reference's "nothing found" placeholder: no detection.
                 let kept = found[next].filter { $0.label != 0 && !suppress.contains($0.label) }
                 next += 1
-                if !outputsFinite || kept.contains(where: { !$0.score.isFinite || !$0.box.allSatisfy(\.isFinite) }) {
+                if !outputsFinite || kept.contains(where: { !$0.score.isFinite || !$0.box.isFinite }) {
                     try each(index, .failure(PhotoFailure(path: files[index].path, error: InferenceError.nonFiniteOutputs)))
                     continue
                 }

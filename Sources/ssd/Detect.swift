@@ -63,8 +63,8 @@ struct Detect: ParsableCommand {
                 printError("skipped \(failure)")
             case let .success(result):
                 var list: [[String: Any]] = []
-                for (i, d) in result.detections.enumerated() {
-                    list.append(["box": result.pixelBox(i).map { Double($0) }, "label": names[d.label - 1], "score": Double(d.score)])
+                for d in result.pixelDetections {
+                    list.append(["box": d.box.array.map { Double($0) }, "label": names[d.label - 1], "score": Double(d.score)])
                 }
                 var record: [String: Any] = ["image": result.path, "width": result.width, "height": result.height, "detections": list]
                 print("\(result.path): " + (list.isEmpty ? "nothing found" : result.detections.map {

@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDEvaluation
 import SSDGraphics
@@ -49,11 +50,7 @@ func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: Detecti
 /// Draws `photo`'s detections on the photo (decoded again: inference keeps no full-size photo)
 /// and writes it to `file` as PNG.
 func saveAnnotated(_ photo: PhotoDetections, names: [String], annotator: DetectionAnnotator, to file: URL) throws {
-    let drawn = photo.detections.indices.map { i -> DetectionAnnotation in
-        let b = photo.pixelBox(i), d = photo.detections[i]
-        return DetectionAnnotation(xMin: Double(b[0]), yMin: Double(b[1]), xMax: Double(b[2]), yMax: Double(b[3]),
-                                   label: d.label, name: names[d.label - 1], score: Double(d.score))
-    }
+    let drawn = photo.pixelDetections.map { DetectionAnnotation($0, name: names[$0.label - 1]) }
     let image = try ImageCodec.load(URL(fileURLWithPath: photo.path))
     try ImageCodec.save(annotator.annotated(image, with: drawn), to: file)
 }

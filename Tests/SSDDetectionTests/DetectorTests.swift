@@ -23,11 +23,11 @@ final class DetectorTests: XCTestCase {
                     let box = Array(boxes[(4 * e)..<(4 * e + 4)])
                     // The closest of ours with the same label.
                     let best = unmatched.filter { ours[i][$0].label == labels[e] }.min { a, b in
-                        maxDifference(ours[i][a].box, box).absolute + abs(ours[i][a].score - expectedScores[e])
-                            < maxDifference(ours[i][b].box, box).absolute + abs(ours[i][b].score - expectedScores[e])
+                        maxDifference(ours[i][a].box.array, box).absolute + abs(ours[i][a].score - expectedScores[e])
+                            < maxDifference(ours[i][b].box.array, box).absolute + abs(ours[i][b].score - expectedScores[e])
                     }
                     guard let j = best else { XCTFail("det_\(name) image \(i): no detection of label \(labels[e])"); continue }
-                    worstBox = max(worstBox, maxDifference(ours[i][j].box, box).absolute)
+                    worstBox = max(worstBox, maxDifference(ours[i][j].box.array, box).absolute)
                     worstScore = max(worstScore, abs(ours[i][j].score - expectedScores[e]))
                     unmatched.removeAll { $0 == j }
                 }
@@ -52,7 +52,7 @@ final class DetectorTests: XCTestCase {
         XCTAssertEqual(found[1].score, 0.7, accuracy: 1e-6)
         let nothing = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: priors,
                                                  settings: DetectionSettings(minScore: 0.95))[0]
-        XCTAssertEqual(nothing, [Detection(box: [0, 0, 1, 1], label: 0, score: 0)])
+        XCTAssertEqual(nothing, [Detection(box: Box(0, 0, 1, 1), label: 0, score: 0)])
         let top1 = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: priors,
                                               settings: DetectionSettings(minScore: 0.5, maxOverlap: 1, topK: 1))[0]
         XCTAssertEqual(top1.count, 1)

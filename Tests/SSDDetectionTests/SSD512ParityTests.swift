@@ -53,11 +53,11 @@ final class SSD512ParityTests: XCTestCase {
                 for e in labels.indices {
                     let box = Array(boxes[(4 * e)..<(4 * e + 4)])
                     let best = unmatched.filter { ours[i][$0].label == labels[e] }.min { a, b in
-                        maxDifference(ours[i][a].box, box).absolute + abs(ours[i][a].score - expected[e])
-                            < maxDifference(ours[i][b].box, box).absolute + abs(ours[i][b].score - expected[e])
+                        maxDifference(ours[i][a].box.array, box).absolute + abs(ours[i][a].score - expected[e])
+                            < maxDifference(ours[i][b].box.array, box).absolute + abs(ours[i][b].score - expected[e])
                     }
-                    guard let j = best, maxDifference(ours[i][j].box, box).absolute < 1e-3 else { missing += 1; continue }
-                    worstBox = max(worstBox, maxDifference(ours[i][j].box, box).absolute)
+                    guard let j = best, maxDifference(ours[i][j].box.array, box).absolute < 1e-3 else { missing += 1; continue }
+                    worstBox = max(worstBox, maxDifference(ours[i][j].box.array, box).absolute)
                     worstScore = max(worstScore, abs(ours[i][j].score - expected[e]))
                     unmatched.removeAll { $0 == j }
                 }

@@ -100,10 +100,10 @@ final class SSDLiteParityTests: XCTestCase {
             for e in labels.indices {
                 let box = boxes[(4 * e)..<(4 * e + 4)].map { $0 / 320 }
                 let candidates = unmatched.filter { ours[i][$0].label == labels[e] && abs(ours[i][$0].score - expected[e]) < 1e-3 }
-                guard let j = candidates.min(by: { maxDifference(ours[i][$0].box, box).absolute < maxDifference(ours[i][$1].box, box).absolute }),
-                      maxDifference(ours[i][j].box, box).absolute < 1e-3
+                guard let j = candidates.min(by: { maxDifference(ours[i][$0].box.array, box).absolute < maxDifference(ours[i][$1].box.array, box).absolute }),
+                      maxDifference(ours[i][j].box.array, box).absolute < 1e-3
                 else { missing += 1; continue }
-                worstBox = max(worstBox, maxDifference(ours[i][j].box, box).absolute)
+                worstBox = max(worstBox, maxDifference(ours[i][j].box.array, box).absolute)
                 unmatched.removeAll { $0 == j }
             }
             report("ssdlite320 image \(i): of \(labels.count) torchvision detections, unmatched", missing)

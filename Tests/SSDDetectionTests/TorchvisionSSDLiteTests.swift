@@ -348,7 +348,7 @@ final class TorchvisionSSDLiteTests: XCTestCase {
             for e in labels.indices {
                 let box = Array(boxes[(4 * e)..<(4 * e + 4)])
                 func distance(_ j: Int) -> Float {
-                    maxDifference(found[j].box.map { $0 * 320 }, box).absolute + 320 * abs(found[j].score - expectedScores[e])
+                    maxDifference(found[j].box.scaled(x: 320, y: 320).array, box).absolute + 320 * abs(found[j].score - expectedScores[e])
                 }
                 guard let j = unmatched.filter({ found[$0].label == labels[e] }).min(by: { distance($0) < distance($1) }),
                       distance(j) < 0.05
@@ -356,7 +356,7 @@ final class TorchvisionSSDLiteTests: XCTestCase {
                     misses.append("label \(labels[e]) score \(expectedScores[e]) box \(box)")
                     continue
                 }
-                worstBox = max(worstBox, maxDifference(found[j].box.map { $0 * 320 }, box).absolute)
+                worstBox = max(worstBox, maxDifference(found[j].box.scaled(x: 320, y: 320).array, box).absolute)
                 worstScore = max(worstScore, abs(found[j].score - expectedScores[e]))
                 unmatched.removeAll { $0 == j }
             }
@@ -382,8 +382,8 @@ final class TorchvisionSSDLiteTests: XCTestCase {
         settings.candidatesPerClass = 2
         let found = try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: priors, settings: settings)[0]
         XCTAssertEqual(found.map(\.score).map { ($0 * 10).rounded() }, [9, 8])
-        XCTAssertEqual(found[0].box[0], 0.85, accuracy: 1e-6)
-        XCTAssertEqual(found[0].box[2], 1, "clipped to the image")
+        XCTAssertEqual(found[0].box.xMin, 0.85, accuracy: 1e-6)
+        XCTAssertEqual(found[0].box.xMax, 1, "clipped to the image")
         settings.minScore = 0.95
         XCTAssertEqual(try Detector.detectObjects(locs: locs, scores: scores, priorsCxcy: priors, settings: settings)[0], [])
     }

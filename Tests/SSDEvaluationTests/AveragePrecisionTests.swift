@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDEvaluation
 import SSDTestSupport
@@ -28,12 +29,12 @@ final class AveragePrecisionTests: XCTestCase {
 
     /// Hand-worked cases: one image, class 1, two objects (one difficult).
     func testMatchingRulesAndMetrics() throws {
-        let truth = [EvaluationTruth(boxes: [[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], labels: [1, 1, 1],
+        let truth = [EvaluationTruth(boxes: [Box(0, 0, 10, 10), Box(20, 20, 30, 30), Box(50, 50, 60, 60)], labels: [1, 1, 1],
                                      difficult: [false, false, true])]
         // Scores: hit object 0, duplicate on object 0 (false positive), hit the difficult one
         // (ignored), miss everything (false positive), hit object 1.
-        let detections = [EvaluationDetections(boxes: [[0, 0, 10, 10], [1, 0, 10, 10], [50, 50, 60, 60], [80, 80, 90, 90], [20, 20, 30, 30]],
-                                               labels: [1, 1, 1, 1, 1], scores: [0.9, 0.8, 0.7, 0.6, 0.5])]
+        let detections = [zip([Box(0, 0, 10, 10), Box(1, 0, 10, 10), Box(50, 50, 60, 60), Box(80, 80, 90, 90), Box(20, 20, 30, 30)],
+                              [Float(0.9), 0.8, 0.7, 0.6, 0.5]).map { Detection(box: $0, label: 1, score: $1) }]
         // TP FP (ign) FP TP → precision 1, 1/2, 1/3, 2/4 at recall 1/2, 1/2, 1/2, 1.
         let voc07 = try MeanAveragePrecision.compute(truths: truth, detections: detections, classCount: 2, metric: .voc07)
         // Recall ≥ t: t ≤ 0.5 → max precision 1 (6 thresholds); t > 0.5 → 0.5 (5 thresholds).
@@ -61,7 +62,7 @@ final class AveragePrecisionTests: XCTestCase {
         XCTAssertThrowsError(try EvaluationFile(data: Data(bad.utf8), path: "y.json")) { e in
             XCTAssertTrue("\(e)".contains("'true_boxes'[0][0]"), "\(e)")
         }
-        XCTAssertThrowsError(try MeanAveragePrecision.compute(truths: [], detections: [EvaluationDetections(boxes: [], labels: [], scores: [])],
+        XCTAssertThrowsError(try MeanAveragePrecision.compute(truths: [], detections: [[]],
                                                               classCount: 21))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDGraphics
 import XCTest
@@ -28,7 +29,7 @@ final class AnnotateTests: XCTestCase {
     func testBoxOutlineIsTwoPixelsWideInTheClassColour() throws {
         let annotator = try DetectionAnnotator()
         var image = greyImage(300, 300)
-        let detection = DetectionAnnotation(xMin: 50.7, yMin: 60.2, xMax: 150.9, yMax: 160.5, label: 1, name: "cat", score: 0.9)
+        let detection = DetectionAnnotation(Detection(box: Box(50.7, 60.2, 150.9, 160.5), label: 1, score: 0.9), name: "cat")
         annotator.annotate(&image, with: [detection])
         let red = ClassPalette.color(forLabel: 1)
         // Left side: columns 50, 51; right side: columns 150, 151 (corners rounded down, +1 px copy).
@@ -62,7 +63,7 @@ final class AnnotateTests: XCTestCase {
 
     func testLabelBoxIsFilledAboveTheBoxWithWhiteUpperCaseText() throws {
         let annotator = try DetectionAnnotator()
-        let detection = DetectionAnnotation(xMin: 40, yMin: 100, xMax: 200, yMax: 180, label: 12, name: "person", score: 0.8)
+        let detection = DetectionAnnotation(Detection(box: Box(40, 100, 200, 180), label: 12, score: 0.8), name: "person")
         let image = annotator.annotated(greyImage(300, 240), with: [detection])
         let color = ClassPalette.color(forLabel: 12)
         let metrics = annotator.font.measure("PERSON")
@@ -95,7 +96,7 @@ final class AnnotateTests: XCTestCase {
 
     func testLabelGoesInsideWhenTheBoxTouchesTheTop() throws {
         let annotator = try DetectionAnnotator()
-        let detection = DetectionAnnotation(xMin: 10, yMin: 3, xMax: 120, yMax: 90, label: 2, name: "dog", score: 0.7)
+        let detection = DetectionAnnotation(Detection(box: Box(10, 3, 120, 90), label: 2, score: 0.7), name: "dog")
         let image = annotator.annotated(greyImage(160, 120), with: [detection])
         let placement = annotator.labelPlacement(for: detection)
         let height = annotator.font.measure("DOG").height
@@ -108,7 +109,7 @@ final class AnnotateTests: XCTestCase {
     func testScoreCanBeShown() throws {
         var annotator = try DetectionAnnotator()
         annotator.showsScore = true
-        let detection = DetectionAnnotation(xMin: 0, yMin: 0, xMax: 1, yMax: 1, label: 1, name: "cat", score: 0.934)
+        let detection = DetectionAnnotation(Detection(box: Box(0, 0, 1, 1), label: 1, score: 0.934), name: "cat")
         XCTAssertEqual(annotator.labelText(for: detection), "CAT 0.93")
     }
 
@@ -121,7 +122,8 @@ final class AnnotateTests: XCTestCase {
             (-.infinity, -.infinity, .infinity, .infinity), (63, 47, 63, 47),
         ]
         let detections = boxes.enumerated().map { index, box in
-            DetectionAnnotation(xMin: box.0, yMin: box.1, xMax: box.2, yMax: box.3, label: index * 7, name: "class\(index)", score: 0.5)
+            DetectionAnnotation(Detection(box: Box(Float(box.0), Float(box.1), Float(box.2), Float(box.3)), label: index * 7, score: 0.5),
+                                name: "class\(index)")
         }
         annotator.annotate(&image, with: detections)
         XCTAssertEqual(image.width, 64)

@@ -1,4 +1,5 @@
 import Foundation
+import SSDBoxes
 import SSDData
 import SSDGraphics
 import XCTest
@@ -219,9 +220,9 @@ final class PlotTests: XCTestCase {
         for y in 0..<375 { for x in 0..<500 { photo.setPixel(x: x, y: y, color: RGBColor(red: UInt8(x / 2), green: UInt8(y / 2), blue: 90)) } }
         let annotator = try DetectionAnnotator()
         annotator.annotate(&photo, with: [
-            DetectionAnnotation(xMin: 40, yMin: 80, xMax: 230, yMax: 330, label: 15, name: "person", score: 0.9),
-            DetectionAnnotation(xMin: 250, yMin: 2, xMax: 480, yMax: 200, label: 12, name: "dog", score: 0.8),
-            DetectionAnnotation(xMin: 300, yMin: 250, xMax: 520, yMax: 400, label: 3, name: "bird", score: 0.6),
+            DetectionAnnotation(Detection(box: Box(40, 80, 230, 330), label: 15, score: 0.9), name: "person"),
+            DetectionAnnotation(Detection(box: Box(250, 2, 480, 200), label: 12, score: 0.8), name: "dog"),
+            DetectionAnnotation(Detection(box: Box(300, 250, 520, 400), label: 3, score: 0.6), name: "bird"),
         ])
         try ImageCodec.save(photo, to: root.appendingPathComponent("annotated.png"))
     }

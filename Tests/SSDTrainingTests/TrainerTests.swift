@@ -140,12 +140,12 @@ final class InferenceTests: XCTestCase {
             for e in labels.indices {
                 let box = Array(boxes[(4 * e)..<(4 * e + 4)])
                 func distance(_ j: Int) -> Float {
-                    zip(result.detections[j].box, box).map { abs($0 - $1) }.max()! + abs(result.detections[j].score - scores[e])
+                    zip(result.detections[j].box.array, box).map { abs($0 - $1) }.max()! + abs(result.detections[j].score - scores[e])
                 }
                 guard let j = unmatched.filter({ result.detections[$0].label == labels[e] }).min(by: { distance($0) < distance($1) }) else {
                     XCTFail("photo \(i): missing label \(labels[e])"); continue
                 }
-                worstBox = max(worstBox, zip(result.detections[j].box, box).map { abs($0 - $1) }.max()!)
+                worstBox = max(worstBox, zip(result.detections[j].box.array, box).map { abs($0 - $1) }.max()!)
                 worstScore = max(worstScore, abs(result.detections[j].score - scores[e]))
                 unmatched.removeAll { $0 == j }
             }
