@@ -81,9 +81,6 @@ struct Train: ParsableCommand {
         }
         if let bad = decayAt.first(where: { $0 < 1 }) { throw ValidationError("--decay-at iterations must be at least 1, got \(bad)") }
         if let widthDivisor, widthDivisor < 1 { throw ValidationError("--width-divisor must be at least 1") }
-        if resume != nil && (model != nil || widthDivisor != nil || batchNorm) {
-            throw ValidationError("--resume continues the checkpoint's model: drop --model, --width-divisor and --batch-norm")
-        }
         if checkpointEvery < 1 || logEvery < 1 { throw ValidationError("--checkpoint-every and --log-every must be at least 1") }
         if workers < 1 { throw ValidationError("--workers must be at least 1") }
         if let gradientClip, !(gradientClip > 0 && gradientClip.isFinite) { throw ValidationError("--gradient-clip must be a finite positive number") }
@@ -127,8 +124,14 @@ struct Train: ParsableCommand {
             if let batchSize, batchSize != info.batchSize { conflicts.append("--batch-size \(batchSize) (checkpoint: \(info.batchSize))") }
             if let seed, seed != info.seed { conflicts.append("--seed \(seed) (checkpoint: \(info.seed))") }
             if let optimizer, optimizer != info.optimizer { conflicts.append("--optimizer \(optimizer.rawValue) (checkpoint: \(info.optimizer.rawValue))") }
+            let trained = info.configuration
+            if let model, model != trained.model { conflicts.append("--model \(model) (checkpoint: \(trained.model))") }
+            if let widthDivisor, widthDivisor != trained.widthDivisor {
+                conflicts.append("--width-divisor \(widthDivisor) (checkpoint: \(trained.widthDivisor))")
+            }
+            if batchNorm && !trained.batchNorm { conflicts.append("--batch-norm (the checkpoint's model has none)") }
             guard conflicts.isEmpty else {
-                throw UserError("\(resume): a resumed run keeps its checkpoint's batch size, seed and optimizer; drop "
+                throw UserError("\(resume): a resumed run keeps its checkpoint's model, batch size, seed and optimizer; drop "
                                 + conflicts.joined(separator: ", "))
             }
             configuration = info.configuration

@@ -109,20 +109,25 @@ final class ModelZooCommandTests: BinaryTestCase {
 
     /// `--model` with `--resume` is refused before anything is touched, even when it names the
     /// checkpoint's own model (a compact checkpoint here: the refusal does not depend on the kind).
-    func testResumeRefusesModel() throws {
+    /// A resumed run keeps its checkpoint's model: a --model (or width, or batch norm) that
+    /// contradicts it is refused, naming both; one that agrees is accepted.
+    func testResumeRefusesAnotherModel() throws {
         let dir = try scratch()
         let (_, lists) = try smallSet(in: dir)
         let output = dir.appendingPathComponent("run")
         XCTAssertEqual(try train(lists, output, iterations: 1, Self.compactModel + ["--batch-size", "2"]).status, 0)
         let before = try Data(contentsOf: checkpoint(output))
-        for model in ["ssd512", "compact"] {
-            let refused = try train(lists, output, iterations: 2, ["--resume", checkpoint(output).path, "--model", model])
+        for flags in [["--model", "ssd512"], ["--width-divisor", "4"]] {
+            let refused = try train(lists, output, iterations: 2, ["--resume", checkpoint(output).path] + flags)
             XCTAssertNotEqual(refused.status, 0, refused.all)
-            XCTAssertTrue(refused.error.contains("--resume") && refused.error.contains("--model"), refused.error)
+            XCTAssertTrue(refused.error.contains(flags[0]) && refused.error.contains("checkpoint: "), refused.error)
             XCTAssertFalse(refused.error.contains("resuming at"), "refused before resuming: \(refused.error)")
         }
         XCTAssertEqual(try Data(contentsOf: checkpoint(output)), before, "the checkpoint is untouched")
         XCTAssertEqual(try loggedIterations(output), [1])
+        let agreed = try train(lists, output, iterations: 2, ["--resume", checkpoint(output).path, "--model", "compact"])
+        XCTAssertEqual(agreed.status, 0, agreed.all)
+        XCTAssertEqual(try loggedIterations(output), [1, 2])
     }
 
     func testResumedSSDLiteRunContinuesAsSSDLite() throws {
