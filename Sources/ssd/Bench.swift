@@ -36,7 +36,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Same as --model compact.")
     var compact = false
 
-    @Flag(help: "Print where a training step's time goes, layer by layer.")
+    @Flag(help: "Print where the time of each timed workload goes, layer by layer.")
     var profile = false
 
     @Option(help: "Write the figures as JSON to this file.")
@@ -65,9 +65,13 @@ struct Bench: ParsableCommand {
                 var rng = SeededRandom(seed: 1)
                 rng.fillNormal(images)
                 try model.forward(images)  // warm-up: plans buffers and primitives
+                Profiler.reset()
+                Profiler.isEnabled = profile
                 let seconds = try timed { for _ in 0..<repeats { try model.forward(images) } } / Double(repeats)
+                Profiler.isEnabled = false
                 results["inference_bs\(batch)_img_per_s"] = Double(batch) / seconds
                 print(String(format: "inference  batch %2d: %7.1f ms/batch  %6.2f img/s", batch, seconds * 1000, Double(batch) / seconds))
+                if profile { printProfile(stepSeconds: seconds, what: "an inference batch of \(batch)") }
             }
             // Detection post-processing (decode, softmax, per-class NMS) at the model's evaluation
             // settings (SSD300: min score 0.01, top 200) on the last batch's outputs.
@@ -154,9 +158,9 @@ struct Bench: ParsableCommand {
 
 extension Bench {
     /// The profile of the timed steps: each region's ms per step and share of the step.
-    func printProfile(stepSeconds: Double) {
+    func printProfile(stepSeconds: Double, what: String = "a training step") {
         let rows = Profiler.report
-        print("\nwhere a training step's time goes (ms per step, share of the step):")
+        print("\nwhere \(what)'s time goes (ms per step, share of the step):")
         var covered = 0.0
         for row in rows {
             let ms = row.seconds / Double(repeats) * 1000
