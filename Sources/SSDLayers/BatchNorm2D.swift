@@ -123,6 +123,13 @@ public final class BatchNorm2D: Layer {
         return v
     }
 
+    /// `lanes` of every group, computed once: loops that need a per-channel vector at every
+    /// 16 floats read it from here (built lane by lane, it would cost more than the loop's work
+    /// wherever the block is not 16).
+    private static func laneTable(_ p: UnsafeMutablePointer<Float>, _ runs: Runs) -> [SIMD16<Float>] {
+        (0..<runs.groups).map { lanes(p, group: $0, block: runs.block) }
+    }
+
     /// Σ over each run of f(run, offset, isTail), into `partial` (16 lanes per run). For the
     /// tail, f sees single elements broadcast and only the element's own lane counts.
     private func sumRuns(_ runs: Runs, into partial: inout [Double], _ f: (Int, Int, Bool) -> SIMD16<Float>) {
@@ -209,10 +216,12 @@ public final class BatchNorm2D: Layer {
                 sumRuns(runs, into: &partialA) { _, i, tail in Self.load(xp, i, tail) }
                 let sums = channelTotals(runs, partialA)
                 for c in 0..<channels { mean.data[c] = Float(sums[c] / count) }
-                let mp = mean.data, block = runs.block
-                sumRuns(runs, into: &partialB) { r, i, tail in
-                    let d = Self.load(xp, i, tail) - Self.lanes(mp, group: runs.group(r), block: block)
-                    return d * d
+                let means = Self.laneTable(mean.data, runs)
+                means.withUnsafeBufferPointer { mu in
+                    sumRuns(runs, into: &partialB) { r, i, tail in
+                        let d = Self.load(xp, i, tail) - mu[runs.group(r)]
+                        return d * d
+                    }
                 }
                 let squares = channelTotals(runs, partialB)
                 for c in 0..<channels {
@@ -271,11 +280,13 @@ public final class BatchNorm2D: Layer {
             }
             // Σ dy and Σ dy·x̂ per channel.
             sumRuns(runs, into: &partialA) { _, i, tail in Self.load(dy, i, tail) }
-            sumRuns(runs, into: &partialB) { r, i, tail in
-                let g = runs.group(r)
-                let mu = Self.lanes(mp, group: g, block: block), inv = Self.lanes(ip, group: g, block: block)
-                return Self.load(dy, i, tail) * (Self.load(xp, i, tail) - mu) * inv
-            }
+            let means = Self.laneTable(mp, runs), inverses = Self.laneTable(ip, runs)
+            means.withUnsafeBufferPointer { mu in inverses.withUnsafeBufferPointer { inv in
+                sumRuns(runs, into: &partialB) { r, i, tail in
+                    let g = runs.group(r)
+                    return Self.load(dy, i, tail) * (Self.load(xp, i, tail) - mu[g]) * inv[g]
+                }
+            }}
             let sumDy = channelTotals(runs, partialA), sumDyXhat = channelTotals(runs, partialB)
             for c in 0..<channels {
                 weight.grad.data[c] += Float(sumDyXhat[c])
