@@ -111,7 +111,7 @@ public final class Residual: Layer {
         let b = try body.forward(x)
         try b.requireShape(x.shape, layout: x.layout, "residual body output")
         if output.shape != x.shape || output.layout != x.layout { output = Tensor(shape: x.shape, layout: x.layout) }
-        add(x.data, b.data, into: output.data, count: x.count)
+        Profiler.measure("residual add") { add(x.data, b.data, into: output.data, count: x.count) }
         return output
     }
 

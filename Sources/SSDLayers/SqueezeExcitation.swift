@@ -72,23 +72,56 @@ public final class SqueezeExcitation: Layer {
         }
     }
 
+    /// Calls `body(image n, group g, run, block b)` for every contiguous run of `x`: the plane of
+    /// channel g in NCHW (b = 1), or the b channels of block g, pixel-major, in nChw{b}c —
+    /// in parallel. b must divide 16.
+    private func forEachRun(_ x: Tensor, _ body: (Int, Int, UnsafeMutablePointer<Float>, Int) -> Void) {
+        let block = x.layout.channelBlock, groups = channels / block, plane = x.dim(2) * x.dim(3), xp = x.data
+        precondition(16 % block == 0 && channels % block == 0, "\(x.layout) with \(channels) channels")
+        parallelFor(x.dim(0) * groups) { range in
+            for r in range { body(r / groups, r % groups, xp + r * plane * block, block) }
+        }
+    }
+
     /// Returns the layer's `output` buffer.
     @discardableResult
     public func forward(_ x: Tensor) throws -> Tensor {
         try plan(x)
         let plane = x.dim(2) * x.dim(3), xp = x.data, pp = pooled.data
-        forEachPlane(x) { r, base, stride in
-            var s = 0.0
-            for i in 0..<plane { s += Double(xp[base + i * stride]) }
-            pp[r] = Float(s / Double(plane))
+        Profiler.measure("\(name) pool") {
+            forEachRun(x) { n, g, run, block in
+                // 16 floats at a time along the run; lane l holds channel g·b + l mod b.
+                var total = SIMD16<Double>(repeating: 0), v = 0
+                let vectors = plane * block / 16
+                while v < vectors {
+                    var row = SIMD16<Float>(repeating: 0)
+                    for i in v..<min(vectors, v + 256) { row += UnsafeRawPointer(run + 16 * i).loadUnaligned(as: SIMD16<Float>.self) }
+                    for l in 0..<16 { total[l] += Double(row[l]) }
+                    v = min(vectors, v + 256)
+                }
+                for i in (16 * vectors)..<(plane * block) { total[i & 15] += Double(run[i]) }
+                for k in 0..<block {
+                    var s = 0.0
+                    for l in stride(from: k, to: 16, by: block) { s += total[l] }
+                    pp[n * channels + g * block + k] = Float(s / Double(plane))
+                }
+            }
         }
         pooled.markModified()
         try fc1.forward(pooled)
         let s = try fc2.forward(fc1.output)
         let sp = s.data, yp = output.data
-        forEachPlane(x) { r, base, stride in
-            let scale = sp[r]
-            for i in 0..<plane { yp[base + i * stride] = xp[base + i * stride] * scale }
+        Profiler.measure("\(name) scale") {
+            forEachRun(x) { n, g, run, block in
+                var scale = SIMD16<Float>()
+                for l in 0..<16 { scale[l] = sp[n * channels + g * block + l % block] }
+                let out = yp + (run - xp), vectors = plane * block / 16
+                for i in 0..<vectors {
+                    let v = UnsafeRawPointer(run + 16 * i).loadUnaligned(as: SIMD16<Float>.self) * scale
+                    UnsafeMutableRawPointer(out + 16 * i).storeBytes(of: v, as: SIMD16<Float>.self)
+                }
+                for i in (16 * vectors)..<(plane * block) { out[i] = run[i] * scale[i & 15] }
+            }
         }
         return output
     }
