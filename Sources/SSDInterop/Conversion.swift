@@ -71,7 +71,7 @@ public enum TorchConversion {
         }
         do {
             return try SafetensorsWriter.encode(entries: tensors.map { name, tensor in
-                SafetensorsWriter.Entry(name: name, dtype: tensor.dtype.rawValue, shape: tensor.shape, byteCount: tensor.bytes.count) {
+                SafetensorsWriter.Entry(name: name, dtype: tensor.dtype, shape: tensor.shape, byteCount: tensor.bytes.count) {
                     $0.append(contentsOf: tensor.bytes)
                 }
             }, metadata: metadata)

@@ -1,3 +1,4 @@
+import SSDFiles
 import Foundation
 
 /// A value decoded by the restricted unpickler. Python objects are never constructed: classes
@@ -69,21 +70,10 @@ public struct PickleObject {
     public var dictItems: [(key: PickleValue, value: PickleValue)] = []
 }
 
-/// PyTorch element types, with their sizes and safetensors names.
-public enum TorchDType: String, CaseIterable, Sendable {
-    case float32 = "F32", float16 = "F16", bfloat16 = "BF16", float64 = "F64"
-    case int64 = "I64", int32 = "I32", int16 = "I16", int8 = "I8", uint8 = "U8", bool = "BOOL"
+/// PyTorch's element types are safetensors' (`DType`, in SSDFiles): one type for both.
+public typealias TorchDType = DType
 
-    /// Bytes per element.
-    public var size: Int {
-        switch self {
-        case .float64, .int64: return 8
-        case .float32, .int32: return 4
-        case .float16, .bfloat16, .int16: return 2
-        case .int8, .uint8, .bool: return 1
-        }
-    }
-
+extension DType {
     /// The dtype of a legacy typed-storage class name such as `FloatStorage`.
     public init?(storageClass name: String) {
         switch name {

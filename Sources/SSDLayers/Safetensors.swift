@@ -38,17 +38,12 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
 public struct SafetensorsFile {
     /// One entry of the header.
     public struct Entry: Equatable, Sendable {
-        public var dtype: String
+        public var dtype: DType
         public var shape: [Int]
         /// Byte range within the data section.
         public var range: Range<Int>
     }
 
-    /// Bytes per element of every dtype the format defines.
-    static let elementSizes: [String: Int] = [
-        "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-        "U16": 2, "U32": 4, "U64": 8,
-    ]
     /// The safetensors reference implementation caps the header at 100 MB.
     static let maximumHeaderBytes = 100_000_000
     /// The most dimensions a tensor may have (PyTorch's historical limit).
@@ -134,7 +129,7 @@ public struct SafetensorsFile {
         guard let dtype = info["dtype"] as? String else {
             throw SafetensorsError.header(file: path, message: "entry '\(name)' has no dtype")
         }
-        guard let size = elementSizes[dtype] else {
+        guard let type = DType(rawValue: dtype) else {
             throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: dtype)
         }
         guard let rawShape = info["shape"] as? [Any], let shape = integers(rawShape) else {
@@ -165,17 +160,17 @@ public struct SafetensorsFile {
             }
             extent = product
         }
-        let (byteSize, overflow) = extent.multipliedReportingOverflow(by: size)
+        let (byteSize, overflow) = extent.multipliedReportingOverflow(by: type.size)
         guard !overflow else {
             throw SafetensorsError.badOffsets(file: path, name: name,
-                                              message: "shape \(shape) of \(dtype): \(extent) elements of \(size) bytes overflow")
+                                              message: "shape \(shape) of \(dtype): \(extent) elements of \(type.size) bytes overflow")
         }
         let needed = shape.contains(0) ? 0 : byteSize
         guard needed == end - begin else {
             throw SafetensorsError.badOffsets(file: path, name: name,
                                               message: "shape \(shape) of \(dtype) needs \(needed) bytes, data_offsets [\(begin), \(end)] give \(end - begin)")
         }
-        return Entry(dtype: dtype, shape: shape, range: begin..<end)
+        return Entry(dtype: type, shape: shape, range: begin..<end)
     }
 
     /// The ranges, sorted, must tile `0..<dataCount` exactly: no two tensors share a byte, no
@@ -253,25 +248,25 @@ public struct SafetensorsFile {
     private func decodeFloats(_ e: Entry, name: String, into out: UnsafeMutablePointer<Float>) throws {
         try withBytes(e) { raw in
             switch e.dtype {
-            case "F32":
+            case .float32:
                 let n = raw.count / 4
                 for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-            case "F16":
+            case .float16:
                 let n = raw.count / 2
                 for i in 0..<n {
                     out[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
                 }
-            case "BF16":
+            case .bfloat16:
                 let n = raw.count / 2
                 for i in 0..<n {
                     let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
                     out[i] = Float(bitPattern: UInt32(b) << 16)
                 }
-            case "F64":
+            case .float64:
                 let n = raw.count / 8
                 for i in 0..<n { out[i] = Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
             default:
-                throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: e.dtype)
+                throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: e.dtype.rawValue)
             }
         }
     }
@@ -281,10 +276,10 @@ public struct SafetensorsFile {
         let e = try entry(name)
         let values: [Int64] = try withBytes(e) { raw in
             switch e.dtype {
-            case "I64": return (0..<(raw.count / 8)).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
-            case "I32": return (0..<(raw.count / 4)).map { Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-            case "U8", "BOOL": return raw.map { Int64($0) }
-            default: throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: e.dtype)
+            case .int64: return (0..<(raw.count / 8)).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            case .int32: return (0..<(raw.count / 4)).map { Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+            case .uint8, .bool: return raw.map { Int64($0) }
+            default: throw SafetensorsError.unsupportedDType(file: path, name: name, dtype: e.dtype.rawValue)
             }
         }
         return (values, e.shape)
@@ -298,12 +293,12 @@ public enum SafetensorsWriter {
     /// and a closure appending exactly that many little-endian bytes.
     public struct Entry {
         public var name: String
-        public var dtype: String
+        public var dtype: DType
         public var shape: [Int]
         public var byteCount: Int
         public var appendBytes: (inout Data) -> Void
 
-        public init(name: String, dtype: String, shape: [Int], byteCount: Int, appendBytes: @escaping (inout Data) -> Void) {
+        public init(name: String, dtype: DType, shape: [Int], byteCount: Int, appendBytes: @escaping (inout Data) -> Void) {
             self.name = name
             self.dtype = dtype
             self.shape = shape
@@ -320,7 +315,7 @@ public enum SafetensorsWriter {
             guard e.name != "__metadata__", header[e.name] == nil else {
                 throw EngineError.invalidArgument("safetensors: duplicate or reserved tensor name '\(e.name)'")
             }
-            header[e.name] = ["dtype": e.dtype, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount]] as [String: Any]
+            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount]] as [String: Any]
             offset += e.byteCount
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
@@ -345,7 +340,7 @@ public enum SafetensorsWriter {
     public static func encode(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws -> Data {
         // Tensors are little-endian f32 on every platform we build for.
         try encode(entries: tensors.map { name, t in
-            Entry(name: name, dtype: "F32", shape: t.shape, byteCount: 4 * t.count) { $0.append(UnsafeBufferPointer(start: t.data, count: t.count)) }
+            Entry(name: name, dtype: .float32, shape: t.shape, byteCount: 4 * t.count) { $0.append(UnsafeBufferPointer(start: t.data, count: t.count)) }
         }, metadata: metadata)
     }
 

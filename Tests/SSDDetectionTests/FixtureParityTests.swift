@@ -96,7 +96,7 @@ extension FixtureParityTests {
         XCTAssertEqual(saved.names, c.weights.names)
         for name in saved.names {
             XCTAssertEqual(saved.entries[name]?.shape, c.weights.entries[name]?.shape, name)
-            XCTAssertEqual(saved.entries[name]?.dtype, "F32")
+            XCTAssertEqual(saved.entries[name]?.dtype, .float32)
         }
         XCTAssertEqual(saved.metadata["n_classes"], "21")
         XCTAssertEqual(try saved.tensor("base.conv5_2.weight").array, try c.weights.tensor("base.conv5_2.weight").array)

@@ -75,7 +75,7 @@ final class TorchvisionImportTests: XCTestCase {
         var mapped = 0
         for (tv, tensor) in state where tv.hasPrefix("features.") && !tv.hasSuffix("num_batches_tracked") {
             let ours = extractorName(tv)
-            XCTAssertEqual(out.entries[ours]?.dtype, "F32", ours)
+            XCTAssertEqual(out.entries[ours]?.dtype, .float32, ours)
             XCTAssertEqual(try out.rawBytes(ours), tensor.bytes, "\(tv) → \(ours)")
             mapped += 1
         }
@@ -200,7 +200,7 @@ final class TorchvisionImportTests: XCTestCase {
         XCTAssertEqual(Set(out.entries.keys), Set(names))
         XCTAssertEqual(summary.count, names.count)
         for name in names {
-            XCTAssertEqual(out.entries[name]?.dtype, "F32")
+            XCTAssertEqual(out.entries[name]?.dtype, .float32)
             XCTAssertEqual(try out.tensor(name).array.map(\.bitPattern), try fixture.tensor(name).array.map(\.bitPattern), name)
         }
         let model = try SSDModel.load(contentsOf: folder.appendingPathComponent("ssdlite.safetensors"), backend: NaiveBackend())

@@ -112,10 +112,10 @@ public enum TorchSave {
             let bytes = try file.rawBytes(name)
             let storage: String
             switch entry.dtype {
-            case "F32": storage = "FloatStorage"
-            case "F16": storage = "HalfStorage"
-            case "I64": storage = "LongStorage"
-            default: throw SafetensorsError.unsupportedDType(file: file.path, name: name, dtype: entry.dtype)
+            case .float32: storage = "FloatStorage"
+            case .float16: storage = "HalfStorage"
+            case .int64: storage = "LongStorage"
+            default: throw SafetensorsError.unsupportedDType(file: file.path, name: name, dtype: entry.dtype.rawValue)
             }
             return (name, SavedTensor(storage: storage, shape: entry.shape, bytes: bytes))
         }

@@ -41,7 +41,7 @@ public func fuzzDataLists(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt 
     } catch {
         fatalError("cannot write the scratch files in \(folder.path): \(error)")
     }
-    if let list = try? DataLists.read(split: "TRAIN", from: folder) { _ = list.objectCount }
+    if let list = try? DataLists.read(split: .train, from: folder) { _ = list.objectCount }
     if let map = try? DataLists.readLabelMap(labels) { _ = map.classes }
     return 0
 }
