@@ -16,7 +16,8 @@ final class ConvolutionBlock: Layer {
     /// Whether evaluation folds the batch norm (the unfolded path stays for comparison).
     var foldsBatchNorm = true
     /// The versions of (weight, bias, γ, β, mean, variance) the folded weights were computed from.
-    private var foldedFrom: [UInt64] = []
+    private var foldedFrom: Versions?
+    private struct Versions: Equatable { let weight, bias, gamma, beta, mean, variance: UInt64 }
 
     init(_ spec: ConvolutionSpec, algorithm: ConvolutionAlgorithm, backend: Backend) {
         let layout = spec.nchwOutput ? .nchw : backend.preferredLayout(channels: spec.outputChannels)
@@ -62,9 +63,10 @@ final class ConvolutionBlock: Layer {
 
     /// Recomputes the folded weights if the convolution or the batch norm changed since.
     private func fold(into folded: Conv2D, _ norm: BatchNorm2D) {
-        let sources = [conv.weight.value, norm.weight.value, norm.bias.value, norm.runningMean, norm.runningVariance]
-            + (conv.bias.map { [$0.value] } ?? [])
-        let versions = sources.map(\.version)
+        // Checked at every evaluation forward: no allocation, six comparisons.
+        let versions = Versions(weight: conv.weight.value.version, bias: conv.bias?.value.version ?? 0,
+                                gamma: norm.weight.value.version, beta: norm.bias.value.version,
+                                mean: norm.runningMean.version, variance: norm.runningVariance.version)
         guard versions != foldedFrom else { return }
         let perChannel = conv.weight.value.count / conv.outputChannels
         let w = conv.weight.value.data, fw = folded.weight.value.data, fb = folded.bias.value.data

@@ -76,6 +76,11 @@ public final class SSDModel {
             guard trunk.indices.contains(source.layer) else {
                 throw ModelError.configuration("\(architecture.kind): source \(source.name) reads trunk layer \(source.layer) of \(trunk.count)")
             }
+            // The forward stacks each map's predictions as the trunk reaches it: the priors'
+            // order must be the trunk's.
+            guard index == 0 || architecture.sources[index - 1].layer <= source.layer else {
+                throw ModelError.configuration("\(architecture.kind): source \(source.name) comes before an earlier source's layer")
+            }
             taps[source.layer, default: []].append(index)
             let loc = try builder.build(source.locationHead, rng: &rng)
             let cls = try builder.build(source.classHead, rng: &rng)
