@@ -36,8 +36,8 @@ struct Train: ParsableCommand {
     @Option(help: "A checkpoint of this run to continue from.")
     var resume: String?
 
-    @Option(help: "Folder for the checkpoint, log and plots.")
-    var output: String = "runs/ssd300"
+    @Option(help: "Folder for the checkpoint, log and plots (default runs/MODEL).")
+    var output: String?
 
     @Option(parsing: .unconditional, help: "Images per batch (default 8; a resumed run keeps its checkpoint's).")
     var batchSize: Int?
@@ -150,7 +150,7 @@ struct Train: ParsableCommand {
         guard list.images.count >= options.batchSize else {
             throw UserError("\(data): \(list.images.count) training images, fewer than one batch of \(options.batchSize)")
         }
-        let run = try RunFolder(path: output, resume: resume, overwrite: overwrite)
+        let run = try RunFolder(path: output ?? "runs/\(configuration.model)", resume: resume, overwrite: overwrite)
         if biasLrMultiplier == nil {
             options.sgd.biasLearningRateMultiplier = configuration.architecture.optimizerGroups.biasLearningRateMultiplier
         }
