@@ -88,12 +88,3 @@ final class PredictionHead {
         }
     }
 }
-
-/// into += x, element-wise (same shape and layout).
-func add(_ x: Tensor, into y: Tensor) {
-    precondition(x.shape == y.shape && x.layout == y.layout, "adding \(x.shape) \(x.layout) to \(y.shape) \(y.layout)")
-    let a = x.data, b = y.data
-    parallelFor(x.count, minimumPerThread: 1 << 16) { range in
-        for i in range { b[i] += a[i] }
-    }
-}

@@ -114,3 +114,25 @@ extension DNNLBackend {
         }
     }
 }
+
+/// out = a + b over `count` elements (`out` may be `a` or `b`), in parallel on 16-float vectors:
+/// the one element-wise sum (residual connections, gradients of a tensor read twice).
+public func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+    let vectors = count / 16, chunk = 1024
+    parallelFor((vectors + chunk - 1) / chunk) { range in
+        for item in range {
+            for v in (item * chunk)..<min(vectors, (item + 1) * chunk) {
+                let x = UnsafeRawPointer(a + 16 * v).loadUnaligned(as: SIMD16<Float>.self)
+                let y = UnsafeRawPointer(b + 16 * v).loadUnaligned(as: SIMD16<Float>.self)
+                UnsafeMutableRawPointer(out + 16 * v).storeBytes(of: x + y, as: SIMD16<Float>.self)
+            }
+        }
+    }
+    for i in (16 * vectors)..<count { out[i] = a[i] + b[i] }
+}
+
+/// y += x, element-wise (same shape and layout).
+public func add(_ x: Tensor, into y: Tensor) {
+    precondition(x.shape == y.shape && x.layout == y.layout, "adding \(x.shape) \(x.layout) to \(y.shape) \(y.layout)")
+    add(x.data, y.data, into: y.data, count: x.count)
+}

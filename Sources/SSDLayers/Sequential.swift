@@ -130,18 +130,3 @@ public final class Residual: Layer {
         bodyGrad.copy(from: g)
     }
 }
-
-/// out = a + b over `count` elements (`out` may be `a` or `b`), in parallel on 16-float vectors.
-func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
-    let vectors = count / 16, chunk = 1024
-    parallelFor((vectors + chunk - 1) / chunk) { range in
-        for item in range {
-            for v in (item * chunk)..<min(vectors, (item + 1) * chunk) {
-                let x = UnsafeRawPointer(a + 16 * v).loadUnaligned(as: SIMD16<Float>.self)
-                let y = UnsafeRawPointer(b + 16 * v).loadUnaligned(as: SIMD16<Float>.self)
-                UnsafeMutableRawPointer(out + 16 * v).storeBytes(of: x + y, as: SIMD16<Float>.self)
-            }
-        }
-    }
-    for i in (16 * vectors)..<count { out[i] = a[i] + b[i] }
-}
