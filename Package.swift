@@ -13,6 +13,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // ONNX export: the runtime only (onnx.pb.swift is generated once and committed; no build plugin).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C shim: oneDNN (Debian's libdnnl-dev), nothing else in it.
@@ -47,9 +49,14 @@ let package = Package(
         .target(name: "SSDGraphics", dependencies: ["SSDBoxes", "SSDData", "CFreeType"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.
         .target(name: "SSDTraining", dependencies: ["SSDBoxes", "SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
+        // ONNX export: the graph walked from a model's description, encoded with ONNX's onnx.proto.
+        .target(name: "SSDExport", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine",
+                                                  .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["Generated/README.md"]),
         .executableTarget(
             name: "ssd",
             dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
+                           "SSDExport", "SSDFiles",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDBoxesTests", dependencies: ["SSDBoxes"]),
@@ -63,6 +70,8 @@ let package = Package(
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).
         .testTarget(name: "SSDCommandTests", dependencies: ["ssd", "SSDData", "SSDLayers", "SSDTestSupport"]),
+        .testTarget(name: "SSDExportTests", dependencies: ["SSDExport", "SSDDetection", "SSDLayers", "SSDEngine",
+                                                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "SSDInteropTests", dependencies: ["SSDInterop", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
