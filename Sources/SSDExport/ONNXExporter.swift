@@ -46,11 +46,23 @@ public struct ONNXExport {
     /// Throws `ExportError` when a tensor is missing or misshapen, the description's feature maps
     /// do not give its prior count, or a setting is out of range.
     public init(model: SSDModel, classNames: [String], postProcessing: DetectionSettings? = nil) throws {
-        let description = model.architecture
+        try self.init(description: model.architecture,
+                      tensors: Dictionary(model.stateTensors, uniquingKeysWith: { first, _ in first }),
+                      classNames: classNames, postProcessing: postProcessing)
+    }
+
+    /// Exports the network `description` describes with the weights `tensors` (by state_dict
+    /// name, PyTorch shapes: what `SSDModel.stateTensors` holds). Tensors the description does
+    /// not name are ignored (an optimizer's state, say); those it names must be there.
+    public init(description: ModelDescription, tensors: [String: Tensor], classNames: [String],
+                postProcessing: DetectionSettings? = nil) throws {
         guard classNames.count == description.classCount - 1 else {
             throw ExportError.inconsistentDescription("\(classNames.count) class names for \(description.classCount - 1) classes")
         }
-        var walker = DescriptionWalker(state: Dictionary(model.stateTensors, uniquingKeysWith: { first, _ in first }))
+        guard description.priorsCxcy.count % 4 == 0, description.inputMean.count == 3, description.inputStd.count == 3 else {
+            throw ExportError.inconsistentDescription("\(description.kind): priors must be 4 numbers each and the input mean and std 3 each")
+        }
+        var walker = DescriptionWalker(state: tensors)
         let s = description.inputSize
         let (locs, logits) = try walker.network(description)
         var outputs = [

@@ -81,6 +81,8 @@ struct Export: ParsableCommand {
                 throw UserError("\(weights): cannot export: \(error)")
             }
             let data = try export.serializedData()
+            // The sample is computed before anything is written: a photo that cannot be read leaves no file behind.
+            let sample = try writeSample.map { _ in try Self.sample(model: model, images: images, settings: settings) }
             try writeAtomically(data, to: onnxURL)
             var summary = "wrote \(output): \(model.kind) (\(model.classCount) classes), \(export.nodeCount) nodes, "
                 + "\(export.parameterCount) weights, opset \(ONNXExport.opset), " + String(format: "%.1f MB", Double(data.count) / 1e6)
@@ -88,9 +90,9 @@ struct Export: ParsableCommand {
                 summary += String(format: ", post-processing: min score %g, NMS %g, top %d", s.minScore, s.maxOverlap, s.topK)
             }
             print(summary)
-            if let sampleURL, let path = writeSample {
-                let count = try Self.writeSample(model: model, images: images, settings: settings, to: sampleURL)
-                print("wrote \(path): \(images.count) images, ssd's outputs" + (settings == nil ? "" : " and \(count) detections"))
+            if let sampleURL, let path = writeSample, let sample {
+                try writeAtomically(sample.data, to: sampleURL)
+                print("wrote \(path): \(images.count) images, ssd's outputs" + (settings == nil ? "" : " and \(sample.detections) detections"))
             }
         }
 
@@ -103,10 +105,10 @@ struct Export: ParsableCommand {
         }
 
         /// Runs `model` as `ssd detect` does on `images` (decode, bilinear resize, normalise, one
-        /// forward of the whole batch, the detector with `settings`) and writes the input batch,
-        /// the raw outputs and, with `settings`, the detections (placeholders dropped), atomically.
-        /// Returns the number of detections.
-        static func writeSample(model: SSDModel, images: [String], settings: DetectionSettings?, to url: URL) throws -> Int {
+        /// forward of the whole batch, the detector with `settings`); returns a safetensors file
+        /// of the input batch, the raw outputs and, with `settings`, the detections (placeholders
+        /// dropped, sorted by descending score), and the number of detections.
+        static func sample(model: SSDModel, images: [String], settings: DetectionSettings?) throws -> (data: Data, detections: Int) {
             let format = model.inputFormat, side = format.side, plane = 3 * side * side
             let batch = Tensor(shape: [images.count, 3, side, side])
             for (i, path) in images.enumerated() {
@@ -143,8 +145,7 @@ struct Export: ParsableCommand {
                 metadata["ssd.postprocess"] = String(format: "min_score=%g max_overlap=%g top_k=%d", settings.minScore,
                                                      settings.maxOverlap, settings.topK)
             }
-            try writeAtomically(try SafetensorsWriter.encode(entries: entries, metadata: metadata), to: url)
-            return detectionCount
+            return (try SafetensorsWriter.encode(entries: entries, metadata: metadata), detectionCount)
         }
 
         private static func floats(_ name: String, _ values: [Float], shape: [Int]) -> SafetensorsWriter.Entry {
