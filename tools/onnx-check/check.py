@@ -17,7 +17,8 @@ batch `images` and ssd's outputs on it (`locs`, `class_logits` and, for a model 
   agree unless near-ties above them differ); its IoU with a higher-scoring box of its class (on
   either side) is within 1e-3 of the NMS threshold; it overlaps a box of its class whose score is
   within `tolerance` of its own (which one NMS meets first is a tie); or it overlaps a box of its
-  class already excused (a near-tie changes what NMS keeps after it).
+  class already excused (a near-tie changes what NMS keeps after it). More near-ties than
+  --max-near-ties (a fraction of ssd's detections, default 0.2) fail: the sets would say little.
 
 Exits 1 with a message naming the model, runtime, batch and output at fault; 0 when all agree.
 """
@@ -191,8 +192,12 @@ def main():
 
     opset, metadata, failures = check_graph(args.model)
     failures = [f"{args.model}: {p}" for p in failures]
-    sample, _ = read_safetensors(args.sample)
+    sample, sample_metadata = read_safetensors(args.sample)
     images = np.ascontiguousarray(sample["images"])
+    side = int(metadata.get("ssd.input_size", 0))
+    if images.shape[1:] != (3, side, side) or sample_metadata.get("ssd.model") != metadata.get("ssd.model"):
+        sys.exit(f"{args.sample}: a sample of {sample_metadata.get('ssd.model')} images {list(images.shape)} does not fit "
+                 f"{args.model} ({metadata.get('ssd.model')}, input (N, 3, {side}, {side})): write both with one ssd export onnx")
     settings = json.loads(metadata["ssd.postprocess"]) if "ssd.postprocess" in metadata else None
     name = f"{metadata.get('ssd.model', '?')} {args.model.rsplit('/', 1)[-1]}"
     print(f"{name}: opset {opset}, {images.shape[0]} images"
