@@ -31,7 +31,7 @@ enum Attribute {
 struct GraphBuilder {
     private(set) var nodes: [Onnx_NodeProto] = []
     private(set) var initializers: [Onnx_TensorProto] = []
-    /// Initializer names taken so far (ONNX names must be unique across values and initializers).
+    /// Names taken so far, of values and initializers alike (ONNX names must be unique across both).
     private var names: Set<String> = []
     private var counter = 0
     /// Constants already added, by content, so that repeated shapes and scalars are shared.
