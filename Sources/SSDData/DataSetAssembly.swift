@@ -161,7 +161,7 @@ extension DataLists {
         if source.width == nil || source.height == nil {
             for (i, object) in source.objects.enumerated() {
                 if let problem = VOC.boxProblem(object.box, width: width, height: height) {
-                    throw DataError.badAnnotation(path: source.origin, field: "object[\(i)].box", reason: "\(problem) (\(source.image.path))")
+                    throw DataError.badAnnotation(path: source.origin, field: "object[\(i)].bndbox", reason: "\(problem) (\(source.image.path))")
                 }
             }
         }

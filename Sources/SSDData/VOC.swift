@@ -144,21 +144,24 @@ public enum VOC {
                                  annotationPath: String) throws -> URL {
         var tried: [String] = []
         func attempt(_ name: String) -> URL? {
-            tried.append(name)
+            if !tried.contains(name) { tried.append(name) }
             return folder.file(named: name).map { folder.url.appendingPathComponent($0) }
         }
         if let found = attempt("\(identifier).jpg") { return found }
         let given = filename.map { ($0 as NSString).lastPathComponent }.flatMap { $0.isEmpty ? nil : $0 }
         if let given, imageExtensions.contains((given as NSString).pathExtension.lowercased()), let found = attempt(given) { return found }
         var stems = [identifier]
-        if let given { stems.append((given as NSString).deletingPathExtension) }
+        if let given, case let stem = (given as NSString).deletingPathExtension, stem != identifier { stems.append(stem) }
         for stem in stems where !stem.isEmpty {
             for ext in imageExtensions {
                 if let found = attempt("\(stem).\(ext)") { return found }
             }
         }
-        var reason = "tried \(Array(NSOrderedSet(array: tried)).compactMap { $0 as? String }.joined(separator: ", ")) (any case) in \(folder.url.path)"
+        var reason = "tried \(tried.joined(separator: ", ")) (any case) in \(folder.url.path)"
         if !folder.exists { reason += ", which does not exist" }
+        if let given, !imageExtensions.contains((given as NSString).pathExtension.lowercased()) {
+            reason += "; <filename> \(given) is neither a JPEG nor a PNG name"
+        }
         let unreadable = folder.files(withStems: stems)
         if !unreadable.isEmpty {
             reason += "; found \(unreadable.joined(separator: ", ")), but only JPEG and PNG images are read: convert it"
