@@ -70,7 +70,7 @@ public enum COCO {
             let id = try entry.integer("id"), fileName = try entry.string("file_name")
             let width = try entry.size("width"), height = try entry.size("height")
             if let other = imageIndex[id] { throw entry.error("id", "image id \(id) is also images[\(other)]'s") }
-            let file = folder.appendingPathComponent(fileName)
+            let file = fileName.hasPrefix("/") ? URL(fileURLWithPath: fileName) : folder.appendingPathComponent(fileName)
             guard FileManager.default.fileExists(atPath: file.path) else {
                 throw entry.error("file_name", "no such file \(file.path) (is --images the folder the file names are relative to?)")
             }

@@ -32,7 +32,7 @@ public enum CreateML {
         for (i, value) in entries.enumerated() {
             let entry = try JSONEntry(value, path: path, field: "[\(i)]")
             let imageName = try entry.string("image")
-            let file = folder.appendingPathComponent(imageName)
+            let file = imageName.hasPrefix("/") ? URL(fileURLWithPath: imageName) : folder.appendingPathComponent(imageName)
             guard FileManager.default.fileExists(atPath: file.path) else {
                 throw entry.error("image", "no such file \(file.path) (is --images the folder the image names are relative to?)")
             }

@@ -57,8 +57,7 @@ struct Eval: ParsableCommand {
         if let voc {
             try requireExisting(voc, what: "--voc", folder: true)
             let report = try DataLists.build(trainRoots: [], testRoots: [URL(fileURLWithPath: voc)], classes: .given(names),
-                                             testSplit: split)
-            for item in report.skipped { printError("skipped \(item)") }
+                                             testSplit: split, onSkip: { printError("skipped \($0)") })
             list = report.test
         } else {
             try requireExisting(data!, what: "--data", folder: true)
