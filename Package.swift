@@ -39,8 +39,8 @@ let package = Package(
         .target(name: "SSDLayers", dependencies: ["SSDEngine", "SSDFiles"]),
         // Priors, box coding, matching, MultiBox loss, the SSD300 assembly.
         .target(name: "SSDDetection", dependencies: ["SSDBoxes", "SSDEngine", "SSDLayers"]),
-        // VOC data, reference-format lists, image I/O, transforms, loader, synthetic set.
-        .target(name: "SSDData", dependencies: ["SSDEngine", "SSDFiles", "CTurboJPEG", "CPNG", "CLibXML2"]),
+        // VOC, COCO and Create ML data, reference-format lists, image I/O, transforms, loader, synthetic sets.
+        .target(name: "SSDData", dependencies: ["SSDBoxes", "SSDEngine", "SSDFiles", "CTurboJPEG", "CPNG", "CLibXML2"]),
         // PyTorch .pth reading (zip and legacy formats) with a restricted unpickler; VGG16 import.
         .target(name: "SSDInterop", dependencies: ["SSDEngine", "SSDLayers", "SSDDetection", "CZlib", "SSDFiles"]),
         // Average precision: VOC07 11-point (the reference's), VOC12 area, COCO 0.50:0.95.
@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "SSDEngineTests", dependencies: ["SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDLayersTests", dependencies: ["SSDLayers", "SSDEngine", "SSDTestSupport"]),
         .testTarget(name: "SSDDetectionTests", dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDTestSupport"]),
-        .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
+        .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDBoxes", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDBoxes", "SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDBoxes", "SSDGraphics", "SSDData", "SSDTestSupport"]),
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDBoxes", "SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs a libFuzzer target over the parsers of untrusted files.
-#   fuzz/run.sh [unpickler|zip|torchfile|safetensors|voc|datalists|all] [runs]   (default: all, 1000000)
+#   fuzz/run.sh [unpickler|zip|torchfile|safetensors|voc|datalists|annotations|all] [runs]   (default: all, 1000000)
 #
 # "Ship what is fuzzed": every target compiles the package's own sources with the release
 # settings of Package.swift (-O, whole-module, checks on), plus -sanitize=fuzzer,address:
@@ -8,7 +8,7 @@
 #     zlib (files importing SSDEngine/SSDLayers are the conversions, not the readers), -lz;
 #   - safetensors: Sources/SSDLayers/Safetensors.swift with Sources/SSDEngine/Tensor.swift as
 #     one module (the cross-module import dropped);
-#   - voc, datalists: the SSDEngine and SSDData modules built whole, unmodified, as static
+#   - voc, datalists, annotations (COCO and Create ML files): the SSDEngine, SSDBoxes and SSDData modules built whole, unmodified, as static
 #     libraries (their C dependencies: oneDNN, libjpeg-turbo, libpng, the CWinograd object),
 #     and the harness importing SSDData like any client. Nothing is copied or edited, so the
 #     harness rebuilds against whatever SSDData holds.
@@ -60,12 +60,16 @@ build_data_modules() {
     echo "== building module SSDEngine" >&2
     swiftc "${flags[@]}" -module-name SSDEngine -emit-library -static -emit-module -emit-module-path "$mods/SSDEngine.swiftmodule" \
         -I "$sources_root/CDNNL" -I "$work/cwinograd" "$sources_root"/SSDEngine/*.swift -o "$work/libSSDEngine.a" 2>&1 | quiet
+    echo "== building module SSDBoxes" >&2
+    swiftc "${flags[@]}" -module-name SSDBoxes -emit-library -static -emit-module -emit-module-path "$mods/SSDBoxes.swiftmodule" \
+        "$sources_root"/SSDBoxes/*.swift -o "$work/libSSDBoxes.a" 2>&1 | quiet
     echo "== building module SSDData" >&2
     swiftc "${flags[@]}" -module-name SSDData -emit-library -static -emit-module -emit-module-path "$mods/SSDData.swiftmodule" \
         -I "$mods" -I "$sources_root/CDNNL" -I "$work/cwinograd" -I "$sources_root/CTurboJPEG" -I "$sources_root/CPNG" \
         -I "$sources_root/CLibXML2" $(pkg-config --cflags libxml-2.0 | sed 's/-I/-Xcc -I/g') \
         "$sources_root"/SSDData/*.swift -o "$work/libSSDData.a" 2>&1 | quiet
-    [ -f "$work/libSSDEngine.a" ] && [ -f "$work/libSSDData.a" ] || { echo "build of SSDEngine/SSDData failed" >&2; exit 1; }
+    [ -f "$work/libSSDEngine.a" ] && [ -f "$work/libSSDBoxes.a" ] && [ -f "$work/libSSDData.a" ] \
+        || { echo "build of SSDEngine/SSDBoxes/SSDData failed" >&2; exit 1; }
 }
 
 build() {
@@ -83,12 +87,12 @@ build() {
             sources+=("$work/src-safetensors/Safetensors.swift" "$work/src-safetensors/Tensor.swift")
             build_files_module
             extra=(-I "$work/modules" "$work/libSSDFiles.a") ;;
-        voc|datalists)
+        voc|datalists|annotations)
             # Built once per invocation, from the current sources.
             if [ "$data_built" = 0 ]; then build_data_modules; data_built=1; fi
             extra=(-I "$work/modules" -I "$sources_root/CDNNL" -I "$work/cwinograd" -I "$sources_root/CTurboJPEG"
                    -I "$sources_root/CPNG" -I "$sources_root/CLibXML2" $(pkg-config --cflags libxml-2.0 | sed 's/-I/-Xcc -I/g')
-                   "$work/libSSDData.a" "$work/libSSDEngine.a" "$work/libSSDFiles.a" "$work/cwinograd/winograd_avx2.o"
+                   "$work/libSSDData.a" "$work/libSSDEngine.a" "$work/libSSDBoxes.a" "$work/libSSDFiles.a" "$work/cwinograd/winograd_avx2.o"
                    -ldnnl -lturbojpeg -lpng16 -lxml2) ;;
         *)
             for f in "$sources_root"/SSDInterop/*.swift; do
@@ -154,7 +158,7 @@ run() {
 }
 
 if [ "$target" = all ]; then
-    for t in unpickler zip torchfile safetensors voc datalists; do run "$t"; done
+    for t in unpickler zip torchfile safetensors voc datalists annotations; do run "$t"; done
 else
     run "$target"
 fi

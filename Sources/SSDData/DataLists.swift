@@ -7,10 +7,14 @@ public struct DataList: Sendable, Equatable {
     public var images: [String]
     /// One object set per image, aligned with `images`.
     public var objects: [ObjectSet]
+    /// Each image's identifier in the data set it came from (COCO's image `id`), aligned with
+    /// `images`; empty when the source has none (VOC, Create ML).
+    public var sourceIDs: [Int]
 
-    public init(images: [String] = [], objects: [ObjectSet] = []) {
+    public init(images: [String] = [], objects: [ObjectSet] = [], sourceIDs: [Int] = []) {
         self.images = images
         self.objects = objects
+        self.sourceIDs = sourceIDs
     }
 
     /// Number of objects over all images.
@@ -34,13 +38,17 @@ public struct SkippedItem: Sendable, Equatable, CustomStringConvertible {
     /// The kind of problem in a few words ("bad image", "unknown class 'cat'", "duplicate id", ...),
     /// to count skipped images by reason.
     public var category: String
+    /// Whether a whole image was left out, or one object of an image that stays.
+    public var scope: Scope = .image
+    public enum Scope: Sendable, Equatable { case image, object }
     /// "PATH: REASON", or the reason alone when it starts with the path already.
     public var description: String { reason.hasPrefix(path) ? reason : "\(path): \(reason)" }
 
-    public init(path: String, reason: String, category: String) {
+    public init(path: String, reason: String, category: String, scope: Scope = .image) {
         self.path = path
         self.reason = reason
         self.category = category
+        self.scope = scope
     }
 
     init(path: String, error: DataError) {
@@ -57,6 +65,7 @@ extension DataError {
         case .badImage: return "bad image"
         case .badAnnotation: return "bad annotation"
         case let .unknownClass(_, _, name): return "unknown class '\(name)'"
+        case .missingImage: return "missing image"
         case .emptySplit, .emptyList: return "empty split"
         case .badList: return "bad list"
         case .invalidArgument: return "invalid argument"
@@ -69,9 +78,15 @@ public struct DataListsReport: Sendable {
     public var labelMap: LabelMap
     public var train: DataList
     public var test: DataList
-    /// Every image left out (with its reason): bad annotations, unknown classes, missing or bad
-    /// images, training images without objects, and repeated identifiers (listed once).
+    /// Every image (or object) left out, with its reason: bad annotations, unknown classes,
+    /// missing or bad images, repeated identifiers (listed once), unusable boxes.
     public var skipped: [SkippedItem]
+    /// Whether the lists were asked for: a COCO or Create ML set may come without a test (or
+    /// training) annotation file, and then only the other list is written.
+    public var hasTrain = true
+    public var hasTest = true
+    /// The source's category id of each class (labels 1…n), for a COCO-sourced set.
+    public var categoryIDs: [Int]?
 }
 
 /// Building, writing and reading the reference's data lists (`create_data_lists` in utils.py).
@@ -79,115 +94,73 @@ public enum DataLists {
     /// Builds the training list from `trainRoots`' `trainSplit` and the test list from
     /// `testRoots`' `testSplit` (the reference: 07+12 trainval, 07 test). Writes nothing.
     ///
-    /// Every listed image is checked, not only its annotation: the annotation must be well-formed
-    /// with known classes; the image file must be a complete JPEG or PNG (decoded, at 1/8 scale for
-    /// JPEG, so zero-byte, text and truncated files are found here rather than in training);
-    /// its size must equal the annotation's `<size>` when one is given, and every box must lie in
-    /// the image. An image failing any check is left out and reported in `skipped` with its
-    /// reason; with `strict`, the first problem is thrown instead.
+    /// Each listed identifier's annotation must be well-formed with known classes, and its image
+    /// is found by `VOC.findImage`: `JPEGImages/ID.jpg` as the reference, else the annotation's
+    /// `<filename>`, else `ID` with any extension the codecs read (`.jpeg`, `.png`, any case).
+    /// The image must be a complete JPEG or PNG of the annotation's `<size>` with every box in
+    /// it (`assemble`). An image failing any check is left out and reported in `skipped` with its
+    /// reason (and to `onSkip` as it happens); with `strict`, the first problem is thrown instead.
     ///
-    /// An identifier listed twice in a split (or an image reached twice through repeated roots)
-    /// is kept once and the repeat reported in `skipped` ("duplicate id"); with `strict` it is an
-    /// error naming the split file and both lines. Training images without objects are left out.
+    /// An identifier listed twice in a split (or reached twice through repeated roots) is kept
+    /// once and the repeat reported ("duplicate id"); with `strict` it is an error naming the
+    /// split file and both lines. Images without objects are kept: they are negatives.
     ///
     /// A missing or empty split file always throws, and so does a split whose images were all
     /// skipped, or whose images hold no object at all: `DataError.emptyList` counts the skipped
     /// images by reason (a wrong class list, for instance, skips every image as "unknown class").
+    /// An empty `trainRoots` (or `testRoots`) means no such list: it is neither read nor required.
     public static func build(trainRoots: [URL], testRoots: [URL], classes: ClassSource = .voc,
                              trainSplit: String = "trainval", testSplit: String = "test",
-                             strict: Bool = false) throws -> DataListsReport {
-        var skipped: [SkippedItem] = []
-        typealias Entry = (image: URL, annotationPath: String, annotation: VOCAnnotation)
-        func skip(_ path: String, _ error: DataError) throws {
-            if strict { throw error }
-            skipped.append(SkippedItem(path: path, error: error))
-        }
-        func read(_ roots: [URL], _ split: String) throws -> (entries: [Entry], listed: Int, skippedFrom: Int) {
-            var entries: [Entry] = []
-            var candidates: [(annotation: URL, image: URL)] = []
+                             strict: Bool = false, onSkip: ((SkippedItem) -> Void)? = nil) throws -> DataListsReport {
+        func read(_ roots: [URL], _ split: String, name: String) throws -> SplitSource? {
+            guard !roots.isEmpty else { return nil }
+            var source = SplitSource(name: name)
+            var candidates: [(annotation: URL, id: String, folder: ImageFolder)] = []
             var seen: [String: (file: String, line: Int)] = [:]
-            var listed = 0
-            let skippedFrom = skipped.count
-            for root in roots {
-                let splitFile = root.standardizedFileURL.appendingPathComponent("ImageSets/Main/\(split).txt").path
-                for (id, line) in try VOC.imageIdentifiers(root: root.standardizedFileURL, split: split) {
-                    listed += 1
-                    let (annotationURL, imageURL) = VOC.paths(root: root.standardizedFileURL, identifier: id)
-                    if let first = seen[imageURL.path] {
+            var folders: [String: ImageFolder] = [:]
+            for root in roots.map(\.standardizedFileURL) {
+                let splitFile = root.appendingPathComponent("ImageSets/Main/\(split).txt").path
+                let folder = folders[root.path] ?? ImageFolder(root.appendingPathComponent("JPEGImages"))
+                folders[root.path] = folder
+                for (id, line) in try VOC.imageIdentifiers(root: root, split: split) {
+                    source.listed += 1
+                    let annotation = VOC.annotationURL(root: root, identifier: id)
+                    if let first = seen[annotation.path] {
                         let earlier = first.file == splitFile ? "line \(first.line)" : "\(first.file) line \(first.line)"
                         let error = DataError.badList(path: splitFile, field: "line \(line)",
                                                       reason: "duplicate id '\(id)' (already listed on \(earlier)); the image is listed once")
                         if strict { throw error }
-                        skipped.append(SkippedItem(path: splitFile, reason: error.description, category: "duplicate id"))
+                        source.skipped.append(SkippedItem(path: splitFile, reason: error.description, category: "duplicate id"))
                         continue
                     }
-                    seen[imageURL.path] = (splitFile, line)
-                    candidates.append((annotationURL, imageURL))
+                    seen[annotation.path] = (splitFile, line)
+                    candidates.append((annotation, id, folder))
                 }
             }
-            // Parsing and decoding are independent per image: spread them over the cores, then
-            // keep the results in list order.
+            // Parsing is independent per image: spread it over the cores, keep list order.
             let results = concurrentMap(candidates) { candidate in
-                Result<VOCAnnotation, Error> {
-                    let annotation = try VOC.parseAnnotation(candidate.annotation)
-                    try checkImage(candidate.image, against: annotation, annotationPath: candidate.annotation.path)
-                    return annotation
+                Result<SourceImage, Error> {
+                    let parsed = try VOC.parseAnnotation(candidate.annotation)
+                    let image = try VOC.findImage(identifier: candidate.id, filename: parsed.filename, in: candidate.folder,
+                                                  annotationPath: candidate.annotation.path)
+                    return SourceImage(image: image, origin: candidate.annotation.path, width: parsed.width, height: parsed.height,
+                                       objects: parsed.objects)
                 }
             }
             for (candidate, result) in zip(candidates, results) {
                 switch result {
-                case let .success(annotation): entries.append((candidate.image, candidate.annotation.path, annotation))
-                case let .failure(error as DataError): try skip(candidate.annotation.path, error)
+                case let .success(image): source.images.append(image)
+                case let .failure(error as DataError):
+                    if strict { throw error }
+                    source.skipped.append(SkippedItem(path: candidate.annotation.path, error: error))
                 case let .failure(error): throw error
                 }
             }
-            return (entries, listed, skippedFrom)
+            return source
         }
-        let trainRead = try read(trainRoots, trainSplit)
-        let testRead = try read(testRoots, testSplit)
-        let labelMap: LabelMap
-        switch classes {
-        case .voc: labelMap = .voc
-        case let .given(names): labelMap = try LabelMap(classes: names)
-        case .gathered:
-            let names = Set((trainRead.entries + testRead.entries).flatMap { $0.annotation.objects.map { $0.name.lowercased() } })
-            guard !names.isEmpty else {
-                throw DataError.emptyList(what: "the data set", reason: "no object (and so no class) found to gather; "
-                                          + summary(skipped, listed: trainRead.listed + testRead.listed))
-            }
-            labelMap = try LabelMap(classes: names.sorted())
-        }
-        func encode(_ entries: [Entry], dropEmpty: Bool) throws -> DataList {
-            var list = DataList()
-            for entry in entries {
-                do {
-                    let objects = try entry.annotation.objectSet(labelMap: labelMap, path: entry.annotationPath)
-                    if dropEmpty && objects.count == 0 {
-                        skipped.append(SkippedItem(path: entry.annotationPath, reason: "no objects (training images need at least one)",
-                                                   category: "no objects"))
-                        continue
-                    }
-                    list.images.append(entry.image.path)
-                    list.objects.append(objects)
-                } catch let error as DataError {
-                    try skip(entry.annotationPath, error)
-                }
-            }
-            return list
-        }
-        let trainFrom = skipped.count
-        let train = try encode(trainRead.entries, dropEmpty: true)
-        let trainSkipped = Array(skipped[trainRead.skippedFrom..<testRead.skippedFrom] + skipped[trainFrom...])
-        let testFrom = skipped.count
-        let test = try encode(testRead.entries, dropEmpty: false)
-        let testSkipped = Array(skipped[testRead.skippedFrom..<trainFrom] + skipped[testFrom...])
-        if !trainRoots.isEmpty {
-            try requireContent(train, what: "the training list (split '\(trainSplit)')", skipped: trainSkipped, listed: trainRead.listed)
-        }
-        if !testRoots.isEmpty {
-            try requireContent(test, what: "the test list (split '\(testSplit)')", skipped: testSkipped, listed: testRead.listed)
-        }
-        return DataListsReport(labelMap: labelMap, train: train, test: test, skipped: skipped)
+        return try assemble(train: read(trainRoots, trainSplit, name: "the training list (split '\(trainSplit)')"),
+                            test: read(testRoots, testSplit, name: "the test list (split '\(testSplit)')"),
+                            classes: classes, strict: strict, onSkip: onSkip)
     }
 
     /// `transform` of every element, computed on all cores, in the order of `items`.
@@ -201,23 +174,6 @@ public enum DataLists {
         return results.map { $0! }
     }
 
-    /// Checks that the image file is a complete JPEG or PNG, of the annotation's `<size>` when it
-    /// gives one, and that every object's box lies in it.
-    static func checkImage(_ url: URL, against annotation: VOCAnnotation, annotationPath: String) throws {
-        let (width, height) = try ImageCodec.inspect(url)
-        if let w = annotation.width, let h = annotation.height, w != width || h != height {
-            throw DataError.badAnnotation(path: annotationPath, field: "size",
-                                          reason: "says \(w)×\(h) but the image \(url.path) is \(width)×\(height)")
-        }
-        if annotation.width == nil || annotation.height == nil {
-            for (i, object) in annotation.objects.enumerated() {
-                if let problem = VOC.boxProblem(object.box, width: width, height: height) {
-                    throw DataError.badAnnotation(path: annotationPath, field: "object[\(i)].bndbox", reason: "\(problem) (\(url.path))")
-                }
-            }
-        }
-    }
-
     /// Throws `DataError.emptyList` if `list` has no image, or no object in any image.
     static func requireContent(_ list: DataList, what: String, skipped: [SkippedItem], listed: Int) throws {
         if list.images.isEmpty {
@@ -229,22 +185,49 @@ public enum DataLists {
         }
     }
 
-    /// "8 of 8 listed images skipped: 5 unknown class 'circle', 3 bad image (e.g. PATH: REASON)".
+    /// "8 of 8 listed images skipped: 5 unknown class 'circle', 3 bad image (first: PATH: REASON)",
+    /// and the objects left out of kept images, counted apart.
     static func summary(_ skipped: [SkippedItem], listed: Int) -> String {
-        guard let first = skipped.first else { return "\(listed) listed, none skipped" }
-        var counts: [String: Int] = [:]
-        for item in skipped { counts[item.category, default: 0] += 1 }
-        let reasons = counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-            .map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-        return "\(skipped.count) of \(listed) listed images skipped: \(reasons) (first: \(first))"
+        func counts(_ items: [SkippedItem]) -> String {
+            var counts: [String: Int] = [:]
+            for item in items { counts[item.category, default: 0] += 1 }
+            return counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+                .map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        }
+        let images = skipped.filter { $0.scope == .image }, objects = skipped.filter { $0.scope == .object }
+        var text = images.first.map { "\(images.count) of \(listed) listed images skipped: \(counts(images)) (first: \($0))" }
+            ?? "\(listed) listed, none skipped"
+        if let first = objects.first { text += "; \(objects.count) objects left out: \(counts(objects)) (first: \(first))" }
+        return text
     }
 
     /// Writes `TRAIN_images.json`, `TRAIN_objects.json`, `TEST_images.json`, `TEST_objects.json`
     /// and `label_map.json` into `folder`, in the reference's format.
+    /// Only the lists the report has (`hasTrain`, `hasTest`) are written; for a COCO-sourced set,
+    /// `source_ids.json` too (`SourceIdentifiers`), and otherwise a `source_ids.json` left there
+    /// by an earlier COCO set is removed, since it would describe other lists.
     public static func write(_ report: DataListsReport, to folder: URL) throws {
-        try write(report.train, split: .train, to: folder)
-        try write(report.test, split: .test, to: folder)
+        if report.hasTrain { try write(report.train, split: .train, to: folder) }
+        if report.hasTest { try write(report.test, split: .test, to: folder) }
         try writeLabelMap(report.labelMap, to: folder.appendingPathComponent("label_map.json"))
+        let idsURL = folder.appendingPathComponent(SourceIdentifiers.fileName)
+        if let categories = report.categoryIDs {
+            var object: [String: Any] = ["category_ids": categories]
+            if report.hasTrain { object[DataSplit.train.rawValue] = report.train.sourceIDs }
+            if report.hasTest { object[DataSplit.test.rawValue] = report.test.sourceIDs }
+            try writeJSON(object, to: idsURL)
+        } else if FileManager.default.fileExists(atPath: idsURL.path) {
+            try? FileManager.default.removeItem(at: idsURL)
+        }
+    }
+
+    /// The files `write` creates in a folder for `report`, to check before anything is replaced.
+    public static func fileNames(for report: DataListsReport) -> [String] {
+        var names: [String] = []
+        for (split, present) in [(DataSplit.train, report.hasTrain), (.test, report.hasTest)] where present {
+            names += ["\(split.rawValue)_images.json", "\(split.rawValue)_objects.json"]
+        }
+        return names + ["label_map.json"] + (report.categoryIDs == nil ? [] : [SourceIdentifiers.fileName])
     }
 
     /// Writes `<split>_images.json` and `<split>_objects.json` into `folder`. A box coordinate

@@ -12,6 +12,9 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case badImage(path: String, reason: String)
     /// An annotation whose field is missing or wrong (`field` names it, e.g. `object[2].bndbox.xmin`).
     case badAnnotation(path: String, field: String, reason: String)
+    /// No image file found for an annotation: `path` is the annotation (or its entry), `reason`
+    /// says what was tried.
+    case missingImage(path: String, reason: String)
     /// An object whose class name is not in the label map.
     case unknownClass(path: String, field: String, name: String)
     /// A split file (ImageSets/Main/NAME.txt) without any image identifier.
@@ -29,6 +32,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         case let .unwritableFile(path, reason): return "\(path): cannot write: \(reason)"
         case let .badImage(path, reason): return "\(path): bad image: \(reason)"
         case let .badAnnotation(path, field, reason): return "\(path): \(field): \(reason)"
+        case let .missingImage(path, reason): return "\(path): no image: \(reason)"
         case let .unknownClass(path, field, name): return "\(path): \(field): unknown class '\(name)'"
         case let .emptySplit(path): return "\(path): split file lists no images"
         case let .badList(path, field, reason): return "\(path): \(field): \(reason)"

@@ -1,9 +1,22 @@
 import Foundation
 import SSDEngine
 
-/// A synthetic detection set in the Pascal VOC layout: coloured shapes of several classes on
-/// textured backgrounds, with annotations and `ImageSets/Main/{trainval,test}.txt` — small,
-/// deterministic data the demo trains on and the tests read.
+/// The annotation formats a synthetic set can be written in.
+public enum SyntheticFormat: String, Sendable, CaseIterable {
+    /// Pascal VOC: `Annotations/ID.xml`, `JPEGImages/ID.jpg`, `ImageSets/Main/{trainval,test}.txt`.
+    case voc
+    /// Pascal VOC with PNG images (`JPEGImages/ID.png`, named by `<filename>`).
+    case vocPNG = "voc-png"
+    /// COCO: `images/ID.jpg`, `train.json` and `test.json` (file names `images/ID.jpg`,
+    /// categories 1…6 in class order).
+    case coco
+    /// Create ML: `train/` and `test/`, each with its images and `annotations.json`.
+    case createML = "createml"
+}
+
+/// A synthetic detection set: coloured shapes of several classes on textured backgrounds, with
+/// their annotations in any `SyntheticFormat` — small, deterministic data the demo trains on and
+/// the tests read.
 public enum SyntheticVOC {
     /// The classes drawn, in label order (1…6).
     public static let classes = ["circle", "square", "triangle", "diamond", "cross", "ring"]
@@ -17,43 +30,87 @@ public enum SyntheticVOC {
         public var widths = 360...440
         public var heights = 300...380
         public var jpegQuality = 92
+        /// The annotation format and image files.
+        public var format = SyntheticFormat.voc
+        /// Every this-many-th image holds no object (a negative); 0: none does.
+        public var negativeEvery = 0
         public init() {}
     }
 
-    /// Writes the set into `root` (Annotations/, JPEGImages/, ImageSets/Main/) and returns the
-    /// identifiers of the training and test images. Each image has 1–3 objects whose longer side
-    /// is 25–70% of the image's shorter side, overlapping each other by IoU < 0.3.
+    /// Writes the set into `root` in `options.format` (see `SyntheticFormat` for the layout) and
+    /// returns the identifiers of the training and test images. Each image has 1–3 objects
+    /// (none for every `negativeEvery`-th) whose longer side is 25–70% of the image's shorter
+    /// side, overlapping each other by IoU < 0.3. The pixels do not depend on the format.
     @discardableResult
     public static func generate(at root: URL, options: Options = Options()) throws -> (train: [String], test: [String]) {
         guard options.trainCount >= 0, options.testCount >= 0, options.trainCount + options.testCount > 0,
-              options.widths.lowerBound >= 32, options.heights.lowerBound >= 32 else {
+              options.widths.lowerBound >= 32, options.heights.lowerBound >= 32, options.negativeEvery >= 0 else {
             throw DataError.invalidArgument("synthetic set: need some images of at least 32×32 pixels")
         }
-        for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] { try createFolder(root.appendingPathComponent(sub)) }
+        let format = options.format
+        let imageFolder: (Bool) -> String = { isTrain in
+            switch format {
+            case .voc, .vocPNG: return "JPEGImages"
+            case .coco: return "images"
+            case .createML: return isTrain ? "train" : "test"
+            }
+        }
+        switch format {
+        case .voc, .vocPNG: for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] { try createFolder(root.appendingPathComponent(sub)) }
+        case .coco: try createFolder(root.appendingPathComponent("images"))
+        case .createML: for sub in ["train", "test"] { try createFolder(root.appendingPathComponent(sub)) }
+        }
         var train: [String] = [], test: [String] = []
+        var records: [[(fileName: String, width: Int, height: Int, objects: [VOCObject])]] = [[], []]
         for i in 0..<(options.trainCount + options.testCount) {
             let id = String(format: "%06d", i + 1)
+            let isTrain = i < options.trainCount
             var rng = DetectionDataset.sampleRandom(seed: options.seed, epoch: -7, index: i)
-            let (image, objects) = makeImage(rng: &rng, options: options)
-            try ImageCodec.save(image, to: root.appendingPathComponent("JPEGImages/\(id).jpg"), jpegQuality: options.jpegQuality)
-            try writeFileAtomically(Data(annotationXML(id: id, image: image, objects: objects).utf8),
-                                    to: root.appendingPathComponent("Annotations/\(id).xml"))
-            if i < options.trainCount { train.append(id) } else { test.append(id) }
+            let negative = options.negativeEvery > 0 && (i + 1) % options.negativeEvery == 0
+            let (image, drawn) = makeImage(rng: &rng, options: options, objects: !negative)
+            let fileName = "\(id).\(format == .vocPNG ? "png" : "jpg")"
+            try ImageCodec.save(image, to: root.appendingPathComponent("\(imageFolder(isTrain))/\(fileName)"), jpegQuality: options.jpegQuality)
+            // Pixel corners: a drawn rectangle [x0, x1) × [y0, y1) spans x0 … x1 in COCO's and
+            // Create ML's continuous coordinates, and VOC's 1-based x0 + 1 … x1 (0-based x0 … x1 − 1).
+            let objects = drawn.map { VOCObject(name: classes[$0.classIndex], difficult: false,
+                                                box: [Float($0.x0), Float($0.y0), Float($0.x1), Float($0.y1)]) }
+            switch format {
+            case .voc, .vocPNG:
+                try writeFileAtomically(Data(annotationXML(fileName: fileName, image: image, objects: drawn).utf8),
+                                        to: root.appendingPathComponent("Annotations/\(id).xml"))
+            case .coco:
+                records[isTrain ? 0 : 1].append(("images/\(fileName)", image.width, image.height, objects))
+            case .createML:
+                records[isTrain ? 0 : 1].append((fileName, image.width, image.height, objects))
+            }
+            if isTrain { train.append(id) } else { test.append(id) }
         }
-        try writeFileAtomically(Data((train.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("ImageSets/Main/trainval.txt"))
-        try writeFileAtomically(Data((test.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("ImageSets/Main/test.txt"))
+        switch format {
+        case .voc, .vocPNG:
+            try writeFileAtomically(Data((train.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("ImageSets/Main/trainval.txt"))
+            try writeFileAtomically(Data((test.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("ImageSets/Main/test.txt"))
+        case .coco:
+            let categories = classes.enumerated().map { COCOCategory(id: $0.offset + 1, name: $0.element) }
+            try DataLists.writeJSON(COCO.document(images: records[0], categories: categories), to: root.appendingPathComponent("train.json"))
+            try DataLists.writeJSON(COCO.document(images: records[1], categories: categories), to: root.appendingPathComponent("test.json"))
+        case .createML:
+            try DataLists.writeJSON(CreateML.document(images: records[0].map { ($0.fileName, $0.objects) }),
+                                    to: root.appendingPathComponent("train/annotations.json"))
+            try DataLists.writeJSON(CreateML.document(images: records[1].map { ($0.fileName, $0.objects) }),
+                                    to: root.appendingPathComponent("test/annotations.json"))
+        }
         return (train, test)
     }
 
     /// One drawn object: class index into `classes` and its pixel rectangle [x0, x1) × [y0, y1).
     struct DrawnObject { var classIndex: Int; var x0, y0, x1, y1: Int }
 
-    static func makeImage(rng: inout SeededRandom, options: Options) -> (RGBImage, [DrawnObject]) {
+    static func makeImage(rng: inout SeededRandom, options: Options, objects drawObjects: Bool = true) -> (RGBImage, [DrawnObject]) {
         let w = Augmentation.randomInt(options.widths.lowerBound, options.widths.upperBound, &rng)
         let h = Augmentation.randomInt(options.heights.lowerBound, options.heights.upperBound, &rng)
         var image = background(width: w, height: h, rng: &rng)
         var objects: [DrawnObject] = []
-        let wanted = Augmentation.randomInt(1, 3, &rng)
+        let wanted = drawObjects ? Augmentation.randomInt(1, 3, &rng) : 0
         var attempts = 0
         while objects.count < wanted && attempts < 100 {
             attempts += 1
@@ -161,11 +218,11 @@ public enum SyntheticVOC {
     }
 
     /// VOC annotation XML; boxes are 1-based and inclusive, as in VOC.
-    static func annotationXML(id: String, image: RGBImage, objects: [DrawnObject]) -> String {
+    static func annotationXML(fileName: String, image: RGBImage, objects: [DrawnObject]) -> String {
         var xml = """
         <annotation>
         \t<folder>SYNTHETIC</folder>
-        \t<filename>\(id).jpg</filename>
+        \t<filename>\(fileName)</filename>
         \t<size><width>\(image.width)</width><height>\(image.height)</height><depth>3</depth></size>
         \t<segmented>0</segmented>
 

@@ -61,6 +61,8 @@ public struct VOCAnnotation: Sendable, Equatable {
     public var width: Int?
     public var height: Int?
     public var objects: [VOCObject]
+    /// The image file's name from `<filename>`, when the file gives one.
+    public var filename: String? = nil
 
     /// The objects encoded with `labelMap`; an unknown class name is an error naming the object.
     public func objectSet(labelMap: LabelMap, path: String) throws -> ObjectSet {
@@ -77,7 +79,40 @@ public struct VOCAnnotation: Sendable, Equatable {
     }
 }
 
-/// Pascal VOC folders: `Annotations/ID.xml`, `ImageSets/Main/SPLIT.txt`, `JPEGImages/ID.jpg`.
+/// The files of one image folder, listed once, looked up by name exactly or in any case.
+public struct ImageFolder: Sendable {
+    public let url: URL
+    /// Whether the folder exists (a missing one lists nothing).
+    public let exists: Bool
+    /// Lower-cased file name → the names spelled so.
+    let names: [String: [String]]
+
+    public init(_ url: URL) {
+        self.url = url
+        let listing = try? FileManager.default.contentsOfDirectory(atPath: url.path)
+        exists = listing != nil
+        var names: [String: [String]] = [:]
+        for name in listing ?? [] { names[name.lowercased(), default: []].append(name) }
+        self.names = names
+    }
+
+    /// `name` as it is spelled in the folder: exactly, else the one file that matches it in
+    /// any case (nil when none or several do).
+    func file(named name: String) -> String? {
+        guard let spellings = names[name.lowercased()] else { return nil }
+        if spellings.contains(name) { return name }
+        return spellings.count == 1 ? spellings[0] : nil
+    }
+
+    /// The files whose name without extension is one of `stems` (in any case).
+    func files(withStems stems: [String]) -> [String] {
+        let wanted = Set(stems.map { $0.lowercased() })
+        return names.values.joined().filter { wanted.contains(($0 as NSString).deletingPathExtension.lowercased()) }.sorted()
+    }
+}
+
+/// Pascal VOC folders: `Annotations/ID.xml`, `ImageSets/Main/SPLIT.txt`, `JPEGImages/ID.jpg`
+/// (or `.jpeg`, `.png`, or the annotation's `<filename>`).
 public enum VOC {
     /// The identifiers listed in `ImageSets/Main/<split>.txt` under `root` (the first word of each
     /// non-blank line), each with its 1-based line number. Duplicates are kept: the caller decides.
@@ -92,9 +127,46 @@ public enum VOC {
         return ids
     }
 
-    /// The annotation file and the image file of `identifier` under `root`.
-    public static func paths(root: URL, identifier: String) -> (annotation: URL, image: URL) {
-        (root.appendingPathComponent("Annotations/\(identifier).xml"), root.appendingPathComponent("JPEGImages/\(identifier).jpg"))
+    /// The annotation file of `identifier` under `root`.
+    public static func annotationURL(root: URL, identifier: String) -> URL {
+        root.appendingPathComponent("Annotations/\(identifier).xml")
+    }
+
+    /// The image file extensions the codecs read (matched in any case).
+    public static let imageExtensions = ["jpg", "jpeg", "png"]
+
+    /// The image of `identifier` in `folder` (a VOC root's `JPEGImages/`), looked up in this
+    /// order: `ID.jpg`, the reference's; the annotation's `<filename>` when its extension is one
+    /// the codecs read; `ID` and the `<filename>`'s stem with any such extension, in any case.
+    /// Nothing found is `DataError.missingImage` naming what was tried, and any file that is
+    /// there but of a format the codecs do not read (`ID.tif`).
+    public static func findImage(identifier: String, filename: String?, in folder: ImageFolder,
+                                 annotationPath: String) throws -> URL {
+        var tried: [String] = []
+        func attempt(_ name: String) -> URL? {
+            if !tried.contains(name) { tried.append(name) }
+            return folder.file(named: name).map { folder.url.appendingPathComponent($0) }
+        }
+        if let found = attempt("\(identifier).jpg") { return found }
+        let given = filename.map { ($0 as NSString).lastPathComponent }.flatMap { $0.isEmpty ? nil : $0 }
+        if let given, imageExtensions.contains((given as NSString).pathExtension.lowercased()), let found = attempt(given) { return found }
+        var stems = [identifier]
+        if let given, case let stem = (given as NSString).deletingPathExtension, stem != identifier { stems.append(stem) }
+        for stem in stems where !stem.isEmpty {
+            for ext in imageExtensions {
+                if let found = attempt("\(stem).\(ext)") { return found }
+            }
+        }
+        var reason = "tried \(tried.joined(separator: ", ")) (any case) in \(folder.url.path)"
+        if !folder.exists { reason += ", which does not exist" }
+        if let given, !imageExtensions.contains((given as NSString).pathExtension.lowercased()) {
+            reason += "; <filename> \(given) is neither a JPEG nor a PNG name"
+        }
+        let unreadable = folder.files(withStems: stems)
+        if !unreadable.isEmpty {
+            reason += "; found \(unreadable.joined(separator: ", ")), but only JPEG and PNG images are read: convert it"
+        }
+        throw DataError.missingImage(path: annotationPath, reason: reason)
     }
 
     /// Parses the annotation at `url` (a regular file of at most `FileLimits.annotation` bytes).
@@ -174,7 +246,8 @@ public enum VOC {
             }
             objects.append(VOCObject(name: name, difficult: difficultText == "1", box: values))
         }
-        return VOCAnnotation(width: width, height: height, objects: objects)
+        let filename = try only(root, "filename", "filename")?.text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return VOCAnnotation(width: width, height: height, objects: objects, filename: filename.flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// Why a 0-based box does not lie in an image of `width`×`height` (either may be unknown),

@@ -44,8 +44,9 @@ public enum LocalizationLoss: String, Sendable, CaseIterable {
 
 /// Whose SSD loss `MultiBoxLoss` computes.
 public enum LossConvention: String, Sendable, CaseIterable {
-    /// The tutorial's `MultiBoxLoss`: its coding of targets, L1 localisation by default, and a
-    /// batch without objects is an error.
+    /// The tutorial's `MultiBoxLoss`: its coding of targets, L1 localisation by default. An
+    /// image without objects contributes nothing (no positives, so no hard negatives); a batch
+    /// without any object, where the reference divides 0 by 0, has loss 0 and zero gradients.
     case tutorial
     /// torchvision's `SSD.compute_loss`: `SSDMatcher` (IoU ≥ threshold, plus each object's best
     /// prior), `BoxCoder((10, 10, 5, 5))` targets, Smooth L1 summed over the foreground and cross
@@ -288,10 +289,9 @@ public final class MultiBoxLoss {
         }}}}}
 
         let totalPositives = positives.reduce(0, +)
-        if totalPositives == 0 && convention == .tutorial {
-            throw DetectionError.invalidGroundTruth(image: 0, message: "the batch has no objects, so the loss is undefined")
-        }
-        // torchvision: N = max(1, n_pos); without positives nothing is selected and both sums are 0.
+        // torchvision: N = max(1, n_pos); without positives nothing is selected and both sums
+        // are 0. The tutorial's 0 / 0 for a batch of negatives is given the same value, 0, so a
+        // data set with images without objects trains.
         let nPos = Float(max(totalPositives, 1))
         let confLoss = Float(confSums.reduce(0, +)) / nPos
         let locDenominator = localizationDenominator(positives: max(totalPositives, 1))

@@ -24,12 +24,18 @@ struct Detect: ParsableCommand {
     @Option(parsing: .unconditional, help: "Detections kept per image (default the model\'s).") var topK: Int?
     @Option(help: "Comma-separated class names not to report.") var suppress: String?
     @Option(help: "TrueType font for the labels.") var font: String = FontRenderer.defaultPath
+    @Option(help: "Write the detections in COCO's results format here (needs --coco).") var cocoResults: String?
+    @Option(help: "The COCO annotation file that gives the images' ids (by file_name) and the classes' category ids (by name).")
+    var coco: String?
 
     func validate() throws {
         if images.isEmpty { throw ValidationError("give at least one image") }
         if let minScore, !(0..<1).contains(minScore) { throw ValidationError("--min-score must be in [0, 1)") }
         if let maxOverlap, !(0...1).contains(maxOverlap) { throw ValidationError("--max-overlap must be in [0, 1]") }
         if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
+        if (cocoResults == nil) != (coco == nil) {
+            throw ValidationError("--coco-results and --coco go together: the annotation file gives the ids the results use")
+        }
     }
 
     func run() throws {
@@ -37,12 +43,18 @@ struct Detect: ParsableCommand {
         for path in images { try requireExisting(path, what: "image") }
         // Outputs are checked before the model runs, so a typo costs nothing.
         let jsonURL = try json.map { try outputFile($0, what: "--json") }
+        let resultsURL = try cocoResults.map { try outputFile($0, what: "--coco-results") }
         let outFolder = try out.map { folder -> URL in
             try makeFolder(folder)
             return try outputFile(URL(fileURLWithPath: folder).appendingPathComponent("annotated.png").path, what: "--out")
                 .deletingLastPathComponent()
         }
         let (model, names) = try loadModel(weights, algorithm: engine.algorithm, expecting: self.model)
+        let cocoIDs = try coco.map { file -> (images: [Int], categories: [Int]) in
+            try requireExisting(file, what: "--coco")
+            return try COCO.identifiers(annotations: URL(fileURLWithPath: file), files: images.map { URL(fileURLWithPath: $0) }, classes: names)
+        }
+        var pixelDetections = [[Detection]?](repeating: nil, count: images.count)
         var suppressed = Set<Int>()
         for name in (suppress ?? "").split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces).lowercased() }) {
             guard let index = names.firstIndex(of: name) else {
@@ -62,6 +74,7 @@ struct Detect: ParsableCommand {
                 failures.append(failure.description)
                 printError("skipped \(failure)")
             case let .success(result):
+                pixelDetections[index] = result.pixelDetections
                 var list: [[String: Any]] = []
                 for d in result.pixelDetections {
                     list.append(["box": d.box.array.map { Double($0) }, "label": names[d.label - 1], "score": Double(d.score)])
@@ -86,6 +99,12 @@ struct Detect: ParsableCommand {
         if let jsonURL {
             let data = try JSONSerialization.data(withJSONObject: records, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             try writeAtomically(data, to: jsonURL)
+        }
+        if let resultsURL, let cocoIDs {
+            // Images that failed are left out (and reported below).
+            let done = pixelDetections.indices.filter { pixelDetections[$0] != nil }
+            try writeAtomically(try COCO.results(done.map { pixelDetections[$0]! }, imageIDs: done.map { cocoIDs.images[$0] },
+                                                 categoryIDs: cocoIDs.categories), to: resultsURL)
         }
         if !failures.isEmpty {
             let summary = failures.count == images.count ? "no image could be processed"

@@ -3,6 +3,7 @@ import Foundation
 import SSDData
 import SSDDetection
 import SSDEvaluation
+import SSDLayers
 import SSDTraining
 
 /// `ssd eval`: the reference's eval.py.
@@ -25,6 +26,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Images per forward pass.") var batchSize: Int = 8
     @Option(help: "Write {\"mAP\", \"APs\", \"metric\"} here.") var json: String?
     @Option(help: "Write the per-class AP bar chart here (PNG). Default with --json: beside it, as NAME_ap.png.") var plot: String?
+    @Option(help: "Write the detections in COCO's results format here (--data lists made from a COCO file: they keep its ids).")
+    var cocoResults: String?
 
     func validate() throws {
         if (voc == nil) == (data == nil) { throw ValidationError("give exactly one of --voc and --data") }
@@ -32,6 +35,9 @@ struct Eval: ParsableCommand {
         if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
         if let minScore, !(0..<1).contains(minScore) { throw ValidationError("--min-score must be in [0, 1)") }
         if let maxOverlap, !(0...1).contains(maxOverlap) { throw ValidationError("--max-overlap must be in [0, 1]") }
+        if cocoResults != nil && data == nil {
+            throw ValidationError("--coco-results needs --data lists made from a COCO file (`ssd create-data-lists --coco-test`): they keep its ids")
+        }
     }
 
     func run() throws {
@@ -40,13 +46,18 @@ struct Eval: ParsableCommand {
         let jsonURL = try json.map { try outputFile($0, what: "--json") }
         let chart = try (plot ?? json.map { URL(fileURLWithPath: $0).deletingPathExtension().path + "_ap.png" })
             .map { try outputFile($0, what: "--plot") }
+        let resultsURL = try cocoResults.map { try outputFile($0, what: "--coco-results") }
+        let sourceIDs = try data.flatMap { try SourceIdentifiers.read(from: URL(fileURLWithPath: $0)) }
+        if resultsURL != nil && sourceIDs?.imageIDs[.test] == nil {
+            throw UserError("--coco-results: \(data!) has no \(SourceIdentifiers.fileName) with test image ids; "
+                            + "make the lists from a COCO file (`ssd create-data-lists --coco-test FILE`)")
+        }
         let (model, names) = try loadModel(weights, algorithm: engine.algorithm, expecting: self.model)
         let list: DataList
         if let voc {
             try requireExisting(voc, what: "--voc", folder: true)
             let report = try DataLists.build(trainRoots: [], testRoots: [URL(fileURLWithPath: voc)], classes: .given(names),
-                                             testSplit: split)
-            for item in report.skipped { printError("skipped \(item)") }
+                                             testSplit: split, onSkip: { printError("skipped \($0)") })
             list = report.test
         } else {
             try requireExisting(data!, what: "--data", folder: true)
@@ -68,6 +79,34 @@ struct Eval: ParsableCommand {
         if let chart {
             try Plots.averagePrecisions(names: names, result: result.scores, to: chart)
             print("AP chart: \(chart.path)")
+        }
+        if let resultsURL, let sourceIDs {
+            let folder = URL(fileURLWithPath: data!)
+            let imageIDs = sourceIDs.imageIDs[.test]!
+            guard imageIDs.count == list.images.count else {
+                throw UserError("\(folder.appendingPathComponent(SourceIdentifiers.fileName).path): TEST: \(imageIDs.count) image ids for "
+                                + "\(list.images.count) listed images")
+            }
+            let categories = try cocoCategories(names: names, labelMap: folder.appendingPathComponent("label_map.json"), ids: sourceIDs)
+            let sizes = try ImageCodec.sizes(of: list.images.map { URL(fileURLWithPath: $0) })
+            let pixels = zip(result.detections, sizes).map { detections, size in
+                detections.map { $0.scaled(x: Float(size.width), y: Float(size.height)) }
+            }
+            try writeAtomically(try COCO.results(pixels, imageIDs: imageIDs, categoryIDs: categories), to: resultsURL)
+            print("COCO results: \(resultsURL.path)")
+        }
+    }
+
+    /// The COCO category id of each of the model's classes `names`: the lists' label map names
+    /// the category ids' order.
+    func cocoCategories(names: [String], labelMap url: URL, ids: SourceIdentifiers) throws -> [Int] {
+        let map = try DataLists.readLabelMap(url)
+        guard ids.categoryIDs.count == map.classes.count else {
+            throw UserError("\(SourceIdentifiers.fileName): \(ids.categoryIDs.count) category ids for the \(map.classes.count) classes of \(url.path)")
+        }
+        return try names.map { name in
+            guard let label = map.label(of: name), label > 0 else { throw UserError("\(url.path): no class '\(name)'") }
+            return ids.categoryIDs[label - 1]
         }
     }
 }

@@ -48,7 +48,7 @@ final class HostileDataTests: BinaryTestCase {
     func createLists(_ voc: URL, in folder: URL, strict: Bool, classes: String? = nil) throws -> (Outcome, URL) {
         let lists = folder.appendingPathComponent("lists")
         let outcome = try ssd(["create-data-lists", "--voc07", voc.path, "--output", lists.path, "--classes", classes ?? self.classes,
-                               "--train-split", "trainval", "--test-split", "test"] + (strict ? ["--strict"] : []))
+                               "--train-split", "trainval", "--test-split", "test", "--overwrite"] + (strict ? ["--strict"] : []))
         return (outcome, lists)
     }
 

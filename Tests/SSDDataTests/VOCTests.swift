@@ -107,13 +107,18 @@ final class VOCTests: XCTestCase {
         try xml("000002", Self.object("circle", ["1", "x", "5", "5"])).write(to: annotations.appendingPathComponent("000002.xml"))
         try FileManager.default.removeItem(at: root.appendingPathComponent("JPEGImages/000003.jpg"))
         try xml("000004", "").write(to: annotations.appendingPathComponent("000004.xml"))
-        let lenient = try DataLists.build(trainRoots: [root], testRoots: [root], classes: .given(SyntheticVOC.classes))
-        XCTAssertEqual(lenient.skipped.count, 4, "\(lenient.skipped)")
-        XCTAssertEqual(lenient.train.images.count, 8)
+        var heard: [SkippedItem] = []
+        let lenient = try DataLists.build(trainRoots: [root], testRoots: [root], classes: .given(SyntheticVOC.classes),
+                                          onSkip: { heard.append($0) })
+        XCTAssertEqual(lenient.skipped.count, 3, "\(lenient.skipped)")
+        XCTAssertEqual(heard, lenient.skipped, "every skipped image is reported as it happens")
+        // The image without objects stays: it is a negative.
+        XCTAssertEqual(lenient.train.images.count, 9)
+        XCTAssertEqual(lenient.train.objects.filter { $0.count == 0 }.count, 1)
         XCTAssert(lenient.skipped.contains { $0.reason.contains("unicorn") })
         XCTAssert(lenient.skipped.contains { $0.reason.contains("bndbox.ymin") })
-        XCTAssert(lenient.skipped.contains { $0.reason.contains("000003.jpg") })
-        XCTAssert(lenient.skipped.contains { $0.reason.contains("no objects") })
+        XCTAssert(lenient.skipped.contains { $0.category == "missing image" && $0.reason.contains("tried 000003.jpg, 000003.jpeg, 000003.png (any case)") },
+                  "\(lenient.skipped)")
         XCTAssertThrowsError(try DataLists.build(trainRoots: [root], testRoots: [root], classes: .given(SyntheticVOC.classes), strict: true))
 
         // An empty split file is an error naming it.

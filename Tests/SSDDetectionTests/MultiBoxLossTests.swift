@@ -35,6 +35,27 @@ final class MultiBoxLossTests: XCTestCase {
         }
     }
 
+    /// Images without objects (negatives): in a batch with objects they add nothing (no
+    /// positives, so no hard negatives); a batch of negatives alone has loss 0 and zero gradients
+    /// (the reference divides 0 by 0), in both conventions.
+    func testImagesWithoutObjects() throws {
+        for convention in LossConvention.allCases {
+            let loss = MultiBoxLoss(priorsCxcy: Self.smallPriors, convention: convention)
+            let priors = Self.smallPriors.count / 4, classes = 4
+            let locs = randomTensor([3, priors, 4], seed: 4, std: 2)
+            let scores = randomTensor([3, priors, classes], seed: 5, std: 2)
+            let gl = Tensor(shape: locs.shape), gs = Tensor(shape: scores.shape)
+            let empty = GroundTruth(boxes: [], labels: [])
+            let mixed = try loss.compute(locs: locs, scores: scores, truths: [truths[0], empty, truths[1]], gradLocs: gl, gradScores: gs)
+            XCTAssert(mixed.isFinite && mixed > 0, "\(convention)")
+            let slice = priors * classes
+            XCTAssert((slice..<(2 * slice)).allSatisfy { gs.data[$0] == 0 }, "\(convention): the negative image gets no gradient")
+            let none = try loss.compute(locs: locs, scores: scores, truths: [empty, empty, empty], gradLocs: gl, gradScores: gs)
+            XCTAssertEqual(none, 0, "\(convention)")
+            XCTAssert((0..<gs.count).allSatisfy { gs.data[$0] == 0 } && (0..<gl.count).allSatisfy { gl.data[$0] == 0 }, "\(convention)")
+        }
+    }
+
     func testMatchingForcesEveryObjectOntoAPrior() {
         let loss = MultiBoxLoss(priorsCxcy: Self.smallPriors)
         // A tiny box overlaps no prior by 0.5, yet must still be matched to one.
@@ -96,7 +117,7 @@ final class MultiBoxLossTests: XCTestCase {
         XCTAssertThrowsError(try loss.compute(locs: locs, scores: scores, truths: [badLabel])) { e in
             XCTAssertTrue("\(e)".contains("label 3"), "\(e)")
         }
-        XCTAssertThrowsError(try loss.compute(locs: locs, scores: scores, truths: [GroundTruth(boxes: [], labels: [])]))
+        // (A batch without objects is no error: see testImagesWithoutObjects.)
     }
 
     func testBoxConversionsRoundTrip() {
