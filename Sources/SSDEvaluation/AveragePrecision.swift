@@ -21,8 +21,18 @@ public enum APMetric: String, Sendable, CaseIterable {
     case voc07
     /// VOC2010+ area under the interpolated precision/recall curve, IoU > 0.5.
     case voc12
-    /// COCO-style: AP over 101 recall points, averaged over IoU thresholds 0.50:0.05:0.95;
-    /// difficult objects are ignored (neither required nor penalised).
+    /// COCO: pycocotools' `COCOeval` for boxes (`stats[0]`: AP@[.50:.95], area "all", at most
+    /// 100 detections per image and class), to 1e-5: per image and class the best 100
+    /// detections by score take the free object of highest IoU ≥ t, for t = 0.50:0.05:0.95;
+    /// precision made non-increasing over recall and read at 101 recall points; AP is the mean
+    /// over thresholds and points. A difficult object is what pycocotools calls a crowd region
+    /// (our COCO importer maps `iscrowd` to difficult): ignored — not required, and the
+    /// detections it holds count neither way — any number of detections may take it, its IoU
+    /// is intersection / detection area, and a detection takes it only when no object that is
+    /// not difficult passes. So are boxes of area outside [0, 1e10] (inverted ones): such an
+    /// object is ignored, such a detection that takes nothing too. Boxes are used as given (no
+    /// +1). A class without an object that is not difficult is not evaluated: its AP is nil
+    /// and the mean leaves it out.
     case coco
 }
 
@@ -36,8 +46,10 @@ public enum EvaluationError: Error, CustomStringConvertible, Equatable {
 
 /// Per-class average precision and their mean.
 public struct APResult: Equatable, Sendable {
-    /// AP of classes 1…classCount−1 (index 0 is class 1).
-    public var averagePrecisions: [Float]
+    /// AP of classes 1…classCount−1 (index 0 is class 1); nil for a class the metric does not
+    /// evaluate (only `.coco` leaves any out, see there).
+    public var averagePrecisions: [Float?]
+    /// The mean AP of the evaluated classes.
     public var meanAveragePrecision: Float
     public var metric: APMetric
 }
@@ -48,8 +60,11 @@ public enum MeanAveragePrecision {
     /// the ground-truth object of its class and image it overlaps most; IoU > threshold with an
     /// object not yet matched is a true positive, with one already matched a false positive;
     /// a best match that is difficult counts as neither; no match is a false positive.
-    /// Classes without detections get AP 0 and count in the mean, as in the reference.
-    /// `detections[i]` are image i's, in the boxes' units of `truths[i]`.
+    /// Classes without detections get AP 0 and count in the mean, as in the reference; `.voc12`
+    /// matches the same way. `.coco` is pycocotools' evaluation (see there) and throws when no
+    /// class has an object that is not difficult (pycocotools prints −1: there is no mean).
+    /// `detections[i]` are image i's, in the boxes' units of `truths[i]`; detections labelled
+    /// 0 (the reference's "nothing found" placeholder) count for no class.
     public static func compute(truths: [EvaluationTruth], detections: [[Detection]], classCount: Int,
                                metric: APMetric = .voc07) throws -> APResult {
         guard truths.count == detections.count else {
@@ -61,26 +76,26 @@ public enum MeanAveragePrecision {
                 throw EvaluationError.invalid("image \(i): ground truth boxes, labels and difficulties differ in length")
             }
         }
+        if metric == .coco {
+            let aps = COCOEvaluation.averagePrecisions(truths: truths, detections: detections, classCount: classCount)
+            let evaluated = aps.compactMap { $0 }
+            guard !evaluated.isEmpty else {
+                throw EvaluationError.invalid("COCO AP: no class has a ground-truth object that is not difficult, so none can be evaluated")
+            }
+            return APResult(averagePrecisions: aps.map { $0.map(Float.init) },
+                            meanAveragePrecision: Float(evaluated.reduce(0, +) / Double(evaluated.count)), metric: metric)
+        }
         var aps = [Float](repeating: 0, count: classCount - 1)
         for c in 1..<classCount {
-            switch metric {
-            case .voc07, .voc12:
-                aps[c - 1] = classAP(c, truths: truths, detections: detections, threshold: 0.5, metric: metric)
-            case .coco:
-                var sum = 0.0
-                for k in 0..<10 {
-                    sum += Double(classAP(c, truths: truths, detections: detections, threshold: Float(0.5 + 0.05 * Double(k)),
-                                          metric: .coco))
-                }
-                aps[c - 1] = Float(sum / 10)
-            }
+            aps[c - 1] = classAP(c, truths: truths, detections: detections, threshold: 0.5, elevenPoint: metric == .voc07)
         }
         let mean = Float(aps.reduce(0.0) { $0 + Double($1) } / Double(aps.count))
         return APResult(averagePrecisions: aps, meanAveragePrecision: mean, metric: metric)
     }
 
+    /// AP of class `c` under `.voc07` (`elevenPoint`) or `.voc12`.
     static func classAP(_ c: Int, truths: [EvaluationTruth], detections: [[Detection]], threshold: Float,
-                        metric: APMetric) -> Float {
+                        elevenPoint: Bool) -> Float {
         // Objects of class c per image, and how many are not difficult.
         let objects: [[(box: Box, difficult: Bool)]] = truths.map { t in
             t.labels.indices.filter { t.labels[$0] == c }.map { (t.boxes[$0], t.difficult[$0]) }
@@ -103,20 +118,8 @@ public enum MeanAveragePrecision {
             if candidates.isEmpty { falsePositives[d] = 1; continue }
             var best: Float = -1, bestIndex = 0
             for (o, object) in candidates.enumerated() {
-                // COCO matches each detection to the best object still free (difficult ones last).
-                if metric == .coco && detected[det.image][o] { continue }
                 let overlap = det.box.iou(object.box)  // the detection first, as the reference
                 if overlap > best { best = overlap; bestIndex = o }
-            }
-            if metric == .coco {
-                if best >= threshold {
-                    if candidates[bestIndex].difficult { continue }  // ignored
-                    truePositives[d] = 1
-                    detected[det.image][bestIndex] = true
-                } else {
-                    falsePositives[d] = 1
-                }
-                continue
             }
             if best > threshold {
                 if candidates[bestIndex].difficult { continue }
@@ -140,8 +143,7 @@ public enum MeanAveragePrecision {
             precision[d] = tp / (tp + fp + 1e-10)
             recall[d] = tp / Float(easy)
         }
-        switch metric {
-        case .voc07:
+        if elevenPoint {
             // Max precision at recall ≥ t for t = 0, 0.1, …, 1 (torch.arange(0, 1.1, 0.1) in f32).
             var sum: Double = 0
             for i in 0...10 {
@@ -151,7 +153,7 @@ public enum MeanAveragePrecision {
                 sum += Double(p)
             }
             return Float(sum / 11)
-        case .voc12:
+        } else {
             // Precision made monotone from the right; area as a sum over recall steps.
             var envelope = precision
             if envelope.count > 1 {
@@ -163,19 +165,6 @@ public enum MeanAveragePrecision {
                 previous = recall[d]
             }
             return Float(area)
-        case .coco:
-            var envelope = precision
-            if envelope.count > 1 {
-                for d in stride(from: envelope.count - 2, through: 0, by: -1) { envelope[d] = max(envelope[d], envelope[d + 1]) }
-            }
-            var sum: Double = 0
-            var d = 0
-            for r in 0...100 {
-                let t = Float(Double(r) / 100)
-                while d < found.count && recall[d] < t { d += 1 }
-                if d < found.count { sum += Double(envelope[d]) }
-            }
-            return Float(sum / 101)
         }
     }
 }

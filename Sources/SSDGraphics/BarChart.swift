@@ -3,16 +3,19 @@ import SSDData
 /// A horizontal bar chart, one bar per category (e.g. AP per class), names on the left, values at
 /// the bar ends, and a dashed line at the mean of the finite values.
 ///
-/// Bars start at value 0. Non-finite values draw no bar and are labelled "nan"/"inf". An empty
-/// chart draws its axes and "no data".
+/// Bars start at value 0. Non-finite values draw no bar and are labelled "nan"/"inf" (or the
+/// bar's `label`). An empty chart draws its axes and "no data".
 public struct BarChart: Sendable {
     /// One category.
     public struct Bar: Sendable, Equatable {
         public var name: String
         public var value: Double
-        public init(name: String, value: Double) {
+        /// Shown instead of the value (e.g. "n/a" for a class not evaluated, value NaN).
+        public var label: String?
+        public init(name: String, value: Double, label: String? = nil) {
             self.name = name
             self.value = value
+            self.label = label
         }
     }
 
@@ -101,7 +104,7 @@ public struct BarChart: Sendable {
                       y: middle - nameMetrics.height / 2, color: PlotStyle.textColor, pixelSize: size)
             image.fillRectangle(x0: frame.left - PlotStyle.tickLength, y0: middle, x1: frame.left, y1: middle,
                                 color: PlotStyle.axisColor)
-            let valueText = formatNumber(bar.value, step: 0.001)
+            let valueText = bar.label ?? formatNumber(bar.value, step: 0.001)
             let valueMetrics = font.measure(valueText, pixelSize: valueSize)
             var textX = frame.left + 4
             if let rectangle = rectangles[index] {

@@ -19,7 +19,7 @@ struct Eval: ParsableCommand {
     @Option(help: "A VOC-layout folder to evaluate on (with --split).") var voc: String?
     @Option(help: "The split of --voc.") var split: String = "test"
     @Option(help: "A folder of data lists (TEST_images.json, TEST_objects.json) instead of --voc.") var data: String?
-    @Option(help: "voc07 (11-point, the reference), voc12 (area) or coco (IoU 0.50:0.05:0.95).") var metric: APMetric = .voc07
+    @Option(help: "voc07 (11-point, the reference), voc12 (area) or coco (pycocotools' AP@[.50:.95]).") var metric: APMetric = .voc07
     @Option(help: "Minimum class score of a detection (default the model\'s: 0.2 to show, 0.01 to evaluate; ssdlite320 0.001)") var minScore: Float?
     @Option(help: "NMS overlap threshold (default the model\'s).") var maxOverlap: Float?
     @Option(help: "Detections kept per image (default the model\'s).") var topK: Int?

@@ -19,13 +19,13 @@ struct MapCommand: ParsableCommand {
     @Option(help: "The JSON file of ground truth and detections.")
     var input: String
 
-    @Option(help: "voc07 (the reference's 11-point AP), voc12 (area under the curve) or coco (IoU 0.50:0.05:0.95).")
+    @Option(help: "voc07 (the reference's 11-point AP), voc12 (area under the curve) or coco (pycocotools' AP@[.50:.95]; difficult objects are crowd regions; classes without other objects: n/a).")
     var metric: APMetric = .voc07
 
     @Option(help: "Class names for labels 1…n, comma-separated. Default: the 20 VOC classes.")
     var classes: String?
 
-    @Option(help: "Also write {\"mAP\", \"APs\", \"metric\"} to this JSON file.")
+    @Option(help: "Also write {\"mAP\", \"APs\", \"metric\"} to this JSON file (AP null: not evaluated).")
     var json: String?
 
     func validate() throws {
@@ -43,21 +43,22 @@ struct MapCommand: ParsableCommand {
     }
 }
 
-/// Prints per-class APs and the mean, one line each.
+/// Prints per-class APs and the mean, one line each; "n/a" for a class not evaluated.
 func printAPTable(names: [String], result: APResult) {
     let width = max(names.map(\.count).max() ?? 5, 5)
     for (name, ap) in zip(names, result.averagePrecisions) {
-        print(name.padding(toLength: width, withPad: " ", startingAt: 0) + String(format: "  %.4f", ap))
+        print(name.padding(toLength: width, withPad: " ", startingAt: 0) + (ap.map { String(format: "  %.4f", $0) } ?? "  n/a"))
     }
     print("mAP".padding(toLength: width, withPad: " ", startingAt: 0)
           + String(format: "  %.4f  (%@)", result.meanAveragePrecision, result.metric.rawValue))
 }
 
-/// Writes `{"mAP": …, "APs": {class name: AP}, "metric": …}` atomically.
+/// Writes `{"mAP": …, "APs": {class name: AP}, "metric": …}` atomically; a class not evaluated
+/// has AP null.
 func writeAPJSON(names: [String], result: APResult, to path: String) throws {
-    var aps: [String: Double] = [:]
-    for (name, ap) in zip(names, result.averagePrecisions) { aps[name] = Double(ap) }
-    try requireFinite([Double(result.meanAveragePrecision)] + result.averagePrecisions.map(Double.init), "the AP table")
+    var aps: [String: Any] = [:]
+    for (name, ap) in zip(names, result.averagePrecisions) { aps[name] = ap.map { Double($0) as Any } ?? NSNull() }
+    try requireFinite([Double(result.meanAveragePrecision)] + result.averagePrecisions.compactMap { $0.map { Double($0) } }, "the AP table")
     let object: [String: Any] = ["mAP": Double(result.meanAveragePrecision), "APs": aps, "metric": result.metric.rawValue]
     let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     try writeAtomically(data, to: URL(fileURLWithPath: path))

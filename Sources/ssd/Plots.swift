@@ -30,11 +30,13 @@ enum Plots {
         try ImageCodec.save(try plot.render(width: 900, height: 520), to: url)
     }
 
-    /// Per-class AP bars with the mean.
+    /// Per-class AP bars with the mean; a class not evaluated has no bar and reads "n/a".
     static func averagePrecisions(names: [String], result: APResult, to url: URL) throws {
         let chart = BarChart(title: String(format: "AP per class (%@), mAP %.3f", result.metric.rawValue, result.meanAveragePrecision),
                              valueTitle: "average precision",
-                             bars: zip(names, result.averagePrecisions).map { BarChart.Bar(name: $0, value: Double($1)) },
+                             bars: zip(names, result.averagePrecisions).map { name, ap in
+                                 ap.map { BarChart.Bar(name: name, value: Double($0)) } ?? BarChart.Bar(name: name, value: .nan, label: "n/a")
+                             },
                              valueRange: 0...1)
         try ImageCodec.save(try chart.render(width: 900, height: max(360, 90 + 26 * names.count)), to: url)
     }

@@ -68,6 +68,27 @@ final class CommandLineTests: BinaryTestCase {
         for (name, ap) in expectedAPs { XCTAssertEqual(aps[name]!, ap, accuracy: 1e-6, name) }
         XCTAssertTrue(outcome.output.contains("mAP"))
     }
+
+    /// Under `--metric coco` a class without ground truth is not evaluated: "n/a" in the table,
+    /// null in the JSON, and the mean is that of the others.
+    func testMapMarksClassesNotEvaluated() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("map-coco-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let input = folder.appendingPathComponent("case.json"), out = folder.appendingPathComponent("ap.json")
+        try Data("""
+            {"true_boxes": [[[0, 0, 10, 10]]], "true_labels": [[1]], "true_difficulties": [[0]],
+             "det_boxes": [[[0, 0, 10, 10], [20, 20, 30, 30]]], "det_labels": [[1, 2]], "det_scores": [[0.9, 0.8]]}
+            """.utf8).write(to: input)
+        let outcome = try ssd(["map", "--input", input.path, "--metric", "coco", "--classes", "cat,dog", "--json", out.path])
+        XCTAssertEqual(outcome.status, 0, outcome.error)
+        XCTAssertTrue(outcome.output.split(separator: "\n").contains { $0.hasPrefix("dog") && $0.hasSuffix("n/a") }, outcome.output)
+        let written = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as? [String: Any])
+        let aps = try XCTUnwrap(written["APs"] as? [String: Any])
+        XCTAssertTrue(aps["dog"] is NSNull, "\(aps)")
+        XCTAssertEqual(try XCTUnwrap(aps["cat"] as? Double), 1, accuracy: 1e-6)
+        XCTAssertEqual(try XCTUnwrap(written["mAP"] as? Double), 1, accuracy: 1e-6)
+    }
 }
 
 extension CommandLineTests {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Compares `ssd map --metric coco` with pycocotools' COCOeval (see check.py). Not part of the
+# build or of `make test`: it needs PyPI once, for its own virtual environment.
+#
+#   tools/coco-metric-check/run.sh [check.py options]
+#
+# SSD=path/to/ssd uses that executable; otherwise .build/release/ssd, built when missing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet -r "$here/requirements.txt"
+    cp "$here/requirements.txt" "$venv/requirements.txt"
+fi
+ssd="${SSD:-$root/.build/release/ssd}"
+if [ ! -x "$ssd" ]; then
+    (cd "$root" && swift build -c release --product ssd)
+fi
+exec "$venv/bin/python" "$here/check.py" --ssd "$ssd" "$@"
