@@ -4,7 +4,11 @@ parameters; stats[0] = AP@[.50:.95], area "all", maxDets 100) on the same ground
 detections.
 
 Cases: the shared map_case.json with its difficult flags cleared, the same file with its
-difficult flags passed to pycocotools as iscrowd, and seeded random cases. Exits 1 when any
+difficult flags passed to pycocotools as iscrowd, seeded random cases, and whole data sets end
+to end: `ssd synthesize --format coco` test sets (some objects marked iscrowd) turned into lists
+by `ssd create-data-lists --coco-test`, scored by `ssd eval --metric coco --coco-results` with the
+trained models/shapes-compact.safetensors, and the results file scored by pycocotools against
+the set's own test.json (`ssd detect --coco-results` output is loaded by pycocotools too). Exits 1 when any
 mAP or per-class AP differs by more than --tolerance, 2 on a usage or setup error.
 
 To add a data set, build its COCO ground truth and result list and call `compare(...)`: the
@@ -288,6 +292,9 @@ def main():
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--tolerance", type=float, default=1e-5)
     parser.add_argument("--write-fixture", metavar="PATH", help="write generated cases with pycocotools' answers and stop")
+    parser.add_argument("--data-sets", type=int, default=3, help="synthetic COCO sets scored end to end by ssd eval (0: none)")
+    parser.add_argument("--weights", default=os.path.join(root, "models", "shapes-compact.safetensors"),
+                        help="the model ssd eval runs on the synthetic sets (trained on the same shapes)")
     args = parser.parse_args()
 
     if args.write_fixture:
@@ -314,6 +321,8 @@ def main():
         case, class_count = random_case(rng)
         gt, results = map_case_to_coco(case, class_count, crowd_from_difficult=True)
         compare(f"random case {n} (seed {args.seed})", gt, results, args.ssd, tally, args.tolerance, case=case, class_count=class_count)
+    if args.data_sets:
+        data_sets(args, root, tally)
     print(f"{tally.cases} cases; worst |ssd − pycocotools|: {tally.worst[0]:.3e} at {tally.worst[1]}")
     if tally.failures:
         print(f"{len(tally.failures)} differences over {args.tolerance:g}:", file=sys.stderr)
@@ -322,6 +331,64 @@ def main():
         return 1
     print(f"all within {args.tolerance:g}")
     return 0
+
+
+def run(command):
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def data_sets(args, root, tally):
+    """Synthetic COCO test sets through ssd create-data-lists and ssd eval; ssd's COCO mAP and
+    per-class APs against pycocotools on the results file ssd eval wrote."""
+    for n in range(args.data_sets):
+        with tempfile.TemporaryDirectory() as folder:
+            seed = args.seed + n
+            coco = os.path.join(folder, "coco")
+            run([args.ssd, "synthesize", "--format", "coco", "--output", coco, "--train-images", "1", "--test-images", "40",
+                 "--negative-every", "9", "--seed", str(seed)])
+            test_file = os.path.join(coco, "test.json")
+            with open(test_file) as f:
+                gt = json.load(f)
+            for k, annotation in enumerate(gt["annotations"]):  # some crowd regions (ssd: difficult)
+                annotation["iscrowd"] = 1 if k % 7 == 3 else 0
+            with open(test_file, "w") as f:
+                json.dump(gt, f)
+            lists = os.path.join(folder, "lists")
+            run([args.ssd, "create-data-lists", "--coco-test", test_file, "--output", lists])
+            results_file, scores_file = os.path.join(folder, "results.json"), os.path.join(folder, "eval.json")
+            run([args.ssd, "eval", "--weights", args.weights, "--data", lists, "--metric", "coco",
+                 "--coco-results", results_file, "--json", scores_file])
+            with open(results_file) as f:
+                results = json.load(f)
+            with open(scores_file) as f:
+                scores = json.load(f)
+            expected, expected_classes = pycocotools_ap(gt, results)
+            name = f"synthetic COCO set {n} (seed {seed}, {len(gt['images'])} images, {len(results)} detections)"
+            tally.cases += 1
+            difference = abs(scores["mAP"] - expected)
+            tally.note(difference, f"{name} mAP (ssd eval {scores['mAP']:.8f}, pycocotools {expected:.8f})")
+            if difference > args.tolerance:
+                tally.failures.append(f"{name}: ssd eval mAP {scores['mAP']:.8f} vs pycocotools {expected:.8f} (|Δ| {difference:.2e})")
+            for category in gt["categories"]:
+                mine, theirs = scores["APs"].get(category["name"]), expected_classes[category["id"]]
+                if (mine is None) != (theirs is None) or (theirs is not None and abs(mine - theirs) > args.tolerance):
+                    tally.failures.append(f"{name}: class {category['name']}: ssd eval {mine} vs pycocotools {theirs}")
+                elif theirs is not None:
+                    tally.note(abs(mine - theirs), f"{name} class {category['name']}")
+            print(f"{name}: ssd eval {scores['mAP']:.8f}, pycocotools {expected:.8f}")
+            # ssd detect's results file is COCO's format too: pycocotools must load and score it.
+            images = [os.path.join(coco, image["file_name"]) for image in gt["images"][:5]]
+            detect_file = os.path.join(folder, "detect.json")
+            run([args.ssd, "detect", *images, "--weights", args.weights, "--coco", test_file, "--coco-results", detect_file])
+            with open(detect_file) as f:
+                detected = json.load(f)
+            subset = dict(gt, images=gt["images"][:5], annotations=[a for a in gt["annotations"] if a["image_id"] in
+                                                                      {i["id"] for i in gt["images"][:5]}])
+            ap, _ = pycocotools_ap(subset, detected)
+            print(f"  ssd detect --coco-results on 5 images: {len(detected)} detections, pycocotools AP {ap:.4f}")
 
 
 def write_fixture(path, seed):
