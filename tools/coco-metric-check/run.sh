@@ -9,11 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="$here/.venv"
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet -r "$here/requirements.txt"
-    cp "$here/requirements.txt" "$venv/requirements.txt"
-fi
+"$root/tools/make-venv.sh" "$venv" "$here/requirements.txt"
 ssd="${SSD:-$root/.build/release/ssd}"
 if [ ! -x "$ssd" ]; then
     (cd "$root" && swift build -c release --product ssd)

@@ -20,24 +20,7 @@ models="${ONNX_CHECK_MODELS:-compact ssd300 ssdlite320 ssd512}"
 start=$SECONDS
 
 # 1. The venv, created once and reinstalled when requirements.txt changes.
-if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt" 2>/dev/null; then
-  echo "== onnx-check: creating $venv (numpy, onnx, onnxruntime, openvino from PyPI) =="
-  rm -rf "$venv"
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    # Debian's python3 has no venv module without python3-venv.
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get install -y -qq python3-venv >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
-      rm -rf "$venv"
-      python3 -m venv "$venv"
-    else
-      echo "onnx-check: python3 -m venv failed; install python3-venv" >&2
-      exit 1
-    fi
-  fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/requirements.txt"
-fi
+"$root/tools/make-venv.sh" "$venv" "$here/requirements.txt"
 python="$venv/bin/python"
 echo "== onnx-check: venv ready after $((SECONDS - start)) s =="
 
