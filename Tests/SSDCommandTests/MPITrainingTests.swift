@@ -11,9 +11,11 @@ import XCTest
 /// running statistic, leaving out the biases of convolutions that a batch norm follows (the
 /// batch norm subtracts them again: their true gradient is 0 and what they hold is rounding
 /// noise, which Adam's first steps blow up to ±lr). Measured on a Zen 4 (README): SSD300 with
-/// the fixture weights, 2 steps: SGD 3.5e-8, Adam 2.2e-5; compact, 2 steps: SGD 4.2e-5, Adam
-/// 1e-4 — the size of the difference one process shows between 1 and 2 threads (SSD300
-/// 4.3e-8 / 4.9e-6, compact 4.2e-5 / 1.2e-4). The bounds below leave 20-50× room.
+/// the fixture weights, batch 4, 2 steps: SGD 1.3e-7, Adam 2.7e-5; compact, batch 8, 2 steps:
+/// SGD 1.4e-4, Adam 1.0e-5 — the size of the difference one process shows between 1 and 2
+/// threads (another summation order). The bounds below leave at least 14× room: the compact model
+/// trained from scratch is chaotic (an L1 sign or a hard negative that flips moves a whole
+/// channel), so its bound is wider.
 final class MPITrainingTests: BinaryTestCase {
     /// `mpirun` on PATH; the tests are skipped, loudly, only where Open MPI is not installed
     /// (`make test` and `.ci/run` install it).
@@ -142,7 +144,7 @@ final class MPITrainingTests: BinaryTestCase {
         let classes = SyntheticVOC.classes + (7...20).map { "class\($0)" }
         let data = try lists(in: dir, classes: classes)
         let common = ["--data", data.path, "--weights", weights.path, "--iterations", "2", "--batch-size", "4", "--model", "ssd300"]
-        _ = try checkExactness(common, optimizer: "sgd", bound: 1e-6, label: "SSD300")
+        _ = try checkExactness(common, optimizer: "sgd", bound: 5e-6, label: "SSD300")
         _ = try checkExactness(common, optimizer: "adam", bound: 5e-4, label: "SSD300")
     }
 
