@@ -84,14 +84,13 @@ public final class SingleProcess: Communicator {
 /// What the environment says about how this process was started.
 public enum Launch {
     /// The number of processes a launcher started, from its environment: Open MPI's `mpirun`
-    /// (`OMPI_COMM_WORLD_SIZE`), PMI-1/2 (`PMI_SIZE`), Slurm's `srun` (`SLURM_NTASKS` with
-    /// `SLURM_PROCID`, per task), or nil when no launcher is in sight.
+    /// (`OMPI_COMM_WORLD_SIZE`), PMI-1/2 (`PMI_SIZE`), Slurm's `srun` (`SLURM_STEP_NUM_TASKS`
+    /// with `SLURM_PROCID`, per task), or nil when no launcher is in sight.
     public static func processCount(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
         if let n = environment["OMPI_COMM_WORLD_SIZE"].flatMap(Int.init) { return n }
         if let n = environment["PMI_SIZE"].flatMap(Int.init) { return n }
-        if environment["SLURM_PROCID"] != nil, let n = (environment["SLURM_STEP_NUM_TASKS"] ?? environment["SLURM_NTASKS"]).flatMap(Int.init) {
-            return n
-        }
+        // srun sets the step's task count; a batch script's own shell (no srun) has 1, or none.
+        if environment["SLURM_PROCID"] != nil, let n = environment["SLURM_STEP_NUM_TASKS"].flatMap(Int.init) { return n }
         return nil
     }
 
