@@ -1,11 +1,11 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 SWIFT ?= swift
-APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev libxml2-dev zlib1g-dev libfreetype-dev fonts-dejavu-core pkg-config
+APT_PACKAGES := libdnnl-dev libturbojpeg0-dev libpng-dev libxml2-dev zlib1g-dev libfreetype-dev fonts-dejavu-core pkg-config libopenmpi-dev openmpi-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build test demo bench clean
 
-# Debian packages the build links against (oneDNN, libjpeg-turbo, libpng, libxml2, zlib); installed only if missing.
+# Debian packages the build links against (oneDNN, libjpeg-turbo, libpng, libxml2, zlib, Open MPI) and mpirun; installed only if missing.
 deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing $(APT_PACKAGES)"; \

@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CLibXML2", path: "Sources/CLibXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
         // zlib (Debian's zlib1g-dev): raw inflate and CRC-32 for zip-format .pth files.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Open MPI (Debian's libopenmpi-dev): data-parallel training and evaluation over many processes.
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // Reading users' files: the check every reader makes first (regular file, readable).
         .target(name: "SSDFiles"),
         // One box and one detection, from the detector to JSON, drawing and evaluation.
@@ -47,8 +49,11 @@ let package = Package(
         .target(name: "SSDEvaluation", dependencies: ["SSDBoxes", "SSDFiles"]),
         // Drawing detections (boxes, FreeType labels) and plots (loss curves, AP bars).
         .target(name: "SSDGraphics", dependencies: ["SSDBoxes", "SSDData", "CFreeType"]),
+        // The processes of a data-parallel job: a `Communicator` (one process, or MPI) with sums in rank order.
+        .target(name: "SSDDistributed", dependencies: ["CMPI"]),
         // Training loop with checkpoints and exact resume; evaluation over a data set.
-        .target(name: "SSDTraining", dependencies: ["SSDBoxes", "SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine"]),
+        .target(name: "SSDTraining", dependencies: ["SSDBoxes", "SSDDetection", "SSDData", "SSDLayers", "SSDEvaluation", "SSDEngine",
+                                                     "SSDDistributed"]),
         // ONNX export: the graph walked from a model's description, encoded with ONNX's onnx.proto.
         .target(name: "SSDExport", dependencies: ["SSDDetection", "SSDLayers", "SSDEngine",
                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")],
@@ -56,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "ssd",
             dependencies: ["SSDBoxes", "SSDDetection", "SSDLayers", "SSDEngine", "SSDData", "SSDInterop", "SSDEvaluation", "SSDGraphics", "SSDTraining",
-                           "SSDExport", "SSDFiles",
+                           "SSDExport", "SSDFiles", "SSDDistributed",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(name: "SSDTestSupport", dependencies: ["SSDEngine", "SSDLayers"], path: "Tests/SSDTestSupport"),
         .testTarget(name: "SSDBoxesTests", dependencies: ["SSDBoxes"]),

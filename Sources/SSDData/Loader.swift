@@ -126,6 +126,10 @@ public struct DataLoader: Sendable {
     public var threads: Int
     /// How many batches may be prepared ahead of the one being consumed.
     public var prefetch: Int
+    /// Data-parallel training: the positions within every batch that this loader prepares (one
+    /// process's contiguous share of the global batch), or nil for the whole batch. The batches,
+    /// their order and every sample's augmentation stay those of the whole loader.
+    public var slice: Range<Int>?
 
     public init(dataset: DetectionDataset, batchSize: Int, shuffle: Bool = true, dropLast: Bool = false,
                 seed: UInt64 = 0, threads: Int = 2, prefetch: Int = 4) throws {
@@ -162,7 +166,8 @@ public struct DataLoader: Sendable {
         guard number >= 0, number * batchSize < order.count else {
             throw DataError.invalidArgument("batch \(number) of an epoch of \(batchCount) batches")
         }
-        let indices = Array(order[(number * batchSize)..<min(order.count, (number + 1) * batchSize)])
+        var indices = Array(order[(number * batchSize)..<min(order.count, (number + 1) * batchSize)])
+        if let slice { indices = Array(indices[min(slice.lowerBound, indices.count)..<min(slice.upperBound, indices.count)]) }
         let side = dataset.input.side
         let images = Tensor(shape: [indices.count, 3, side, side])  // (N, 3, S, S)
         let plane = 3 * side * side
@@ -180,7 +185,13 @@ public struct DataLoader: Sendable {
     /// The batches of `epoch` from batch `start` on (to resume mid-epoch), prepared by `threads`
     /// background threads at most `prefetch` ahead.
     public func epoch(_ epoch: Int, startingAt start: Int = 0) -> EpochBatches {
-        EpochBatches(loader: self, epoch: epoch, start: start)
+        EpochBatches(loader: self, epoch: epoch, numbers: Array(Swift.max(0, start)..<batchCount))
+    }
+
+    /// The batches `numbers` of `epoch` (each in 0..<batchCount), in that order, prepared as
+    /// `epoch(_:startingAt:)` prepares them: one process's share of an evaluation, say.
+    public func epoch(_ epoch: Int, batches numbers: [Int]) -> EpochBatches {
+        EpochBatches(loader: self, epoch: epoch, numbers: numbers.filter { (0..<batchCount).contains($0) })
     }
 }
 
@@ -194,23 +205,24 @@ public final class EpochBatches: Sequence, IteratorProtocol {
         let loader: DataLoader
         let epoch: Int
         let order: [Int]
+        /// The batch numbers delivered, in order; claims and deliveries count positions in it.
+        let numbers: [Int]
         let condition = NSCondition()
         var nextToClaim = 0
         var nextToDeliver = 0
         var ready: [Int: Result<DetectionBatch, Error>] = [:]
         var stopped = false
-        init(loader: DataLoader, epoch: Int, start: Int) {
+        init(loader: DataLoader, epoch: Int, numbers: [Int]) {
             self.loader = loader
             self.epoch = epoch
             self.order = loader.order(epoch: epoch)
-            nextToClaim = Swift.max(0, start)
-            nextToDeliver = Swift.max(0, start)
+            self.numbers = numbers
         }
     }
 
-    init(loader: DataLoader, epoch: Int, start: Int = 0) {
-        shared = Shared(loader: loader, epoch: epoch, start: start)
-        for _ in 0..<Swift.max(0, Swift.min(loader.threads, loader.batchCount - start)) {
+    init(loader: DataLoader, epoch: Int, numbers: [Int]) {
+        shared = Shared(loader: loader, epoch: epoch, numbers: numbers)
+        for _ in 0..<Swift.max(0, Swift.min(loader.threads, numbers.count)) {
             let state = shared
             let thread = Thread { EpochBatches.work(state) }
             thread.stackSize = 4 << 20
@@ -221,19 +233,19 @@ public final class EpochBatches: Sequence, IteratorProtocol {
     private static func work(_ s: Shared) {
         while true {
             s.condition.lock()
-            while !s.stopped && s.nextToClaim < s.loader.batchCount && s.nextToClaim >= s.nextToDeliver + s.loader.prefetch {
+            while !s.stopped && s.nextToClaim < s.numbers.count && s.nextToClaim >= s.nextToDeliver + s.loader.prefetch {
                 s.condition.wait()
             }
-            if s.stopped || s.nextToClaim >= s.loader.batchCount {
+            if s.stopped || s.nextToClaim >= s.numbers.count {
                 s.condition.unlock()
                 return
             }
-            let number = s.nextToClaim
+            let position = s.nextToClaim
             s.nextToClaim += 1
             s.condition.unlock()
-            let result = Result { try s.loader.batch(number, epoch: s.epoch, order: s.order) }
+            let result = Result { try s.loader.batch(s.numbers[position], epoch: s.epoch, order: s.order) }
             s.condition.lock()
-            s.ready[number] = result
+            s.ready[position] = result
             s.condition.broadcast()
             s.condition.unlock()
         }
@@ -244,7 +256,7 @@ public final class EpochBatches: Sequence, IteratorProtocol {
         let s = shared
         s.condition.lock()
         defer { s.condition.unlock() }
-        guard s.nextToDeliver < s.loader.batchCount, !s.stopped else { return nil }
+        guard s.nextToDeliver < s.numbers.count, !s.stopped else { return nil }
         while s.ready[s.nextToDeliver] == nil { s.condition.wait() }
         let result = s.ready.removeValue(forKey: s.nextToDeliver)
         s.nextToDeliver += 1

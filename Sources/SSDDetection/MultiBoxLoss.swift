@@ -96,6 +96,13 @@ public final class MultiBoxLoss {
     /// The torchvision convention's target coding.
     public var coder: BoxCoder = .ssd
 
+    /// Data-parallel training: when set, it must replace `[confidence sum, localisation sum,
+    /// positives]` of this replica's images with their sum over every replica (the same result
+    /// on every replica). The loss and the gradients are then divided by the whole job's
+    /// positives, so each replica's gradients are its share of the global batch's gradient and
+    /// the returned loss is the global batch's.
+    public var replicaSum: ((inout [Double]) throws -> Void)?
+
     /// Components of the last `compute`.
     public private(set) var lastConfidenceLoss: Float = 0
     public private(set) var lastLocalizationLoss: Float = 0
@@ -288,14 +295,16 @@ public final class MultiBoxLoss {
             }
         }}}}}
 
-        let totalPositives = positives.reduce(0, +)
+        var totals = [confSums.reduce(0, +), locSums.reduce(0, +), Double(positives.reduce(0, +))]
+        try replicaSum?(&totals)
+        let totalPositives = Int(totals[2])
         // torchvision: N = max(1, n_pos); without positives nothing is selected and both sums
         // are 0. The tutorial's 0 / 0 for a batch of negatives is given the same value, 0, so a
         // data set with images without objects trains.
         let nPos = Float(max(totalPositives, 1))
-        let confLoss = Float(confSums.reduce(0, +)) / nPos
+        let confLoss = Float(totals[0]) / nPos
         let locDenominator = localizationDenominator(positives: max(totalPositives, 1))
-        let locLoss = Float(locSums.reduce(0, +)) / locDenominator
+        let locLoss = Float(totals[1]) / locDenominator
         lastConfidenceLoss = confLoss
         lastLocalizationLoss = locLoss
         lastPositives = totalPositives

@@ -47,6 +47,17 @@ public final class BatchNorm2D: Layer {
     private var partialA: [Double] = []
     private var partialB: [Double] = []
 
+    /// Synchronised batch normalisation over the replicas of a data-parallel job. When set, it
+    /// must replace an array of per-channel sums with their sum over every replica (the same
+    /// result on every replica; every replica calls it the same number of times: twice in each
+    /// training forward, once in each training backward). Training-mode statistics are then those
+    /// of every replica's images together — exactly one process's statistics of the whole batch,
+    /// up to the order of Double additions — and so are the input gradient's batch terms; γ's and
+    /// β's gradients stay this replica's share (the job sums them with every other gradient).
+    public var replicaSum: ((inout [Double]) throws -> Void)?
+    /// Elements per channel the last training forward's statistics were taken over (all replicas').
+    private var statisticsCount = 0.0
+
     public init(name: String, channels: Int, epsilon: Float = 1e-5, momentum: Float = 0.1, activation: Activation = .none) {
         self.name = name
         self.channels = channels
@@ -209,12 +220,18 @@ public final class BatchNorm2D: Layer {
             partialB = partialA
         }
         let xp = x.data, yp = output.data
-        let count = Double(runs.images * runs.plane)
-        Profiler.measure("\(name) forward") {
+        var count = Double(runs.images * runs.plane)
+        try Profiler.measure("\(name) forward") {
             if isTraining {
                 // Two passes: the mean, then the centred sum of squares (stable for large means).
                 sumRuns(runs, into: &partialA) { _, i, tail in Self.load(xp, i, tail) }
-                let sums = channelTotals(runs, partialA)
+                var sums = channelTotals(runs, partialA)
+                if let replicaSum {
+                    sums.append(count)
+                    try replicaSum(&sums)
+                    count = sums.removeLast()
+                }
+                statisticsCount = count
                 for c in 0..<channels { mean.data[c] = Float(sums[c] / count) }
                 let means = Self.laneTable(mean.data, runs)
                 means.withUnsafeBufferPointer { mu in
@@ -223,7 +240,8 @@ public final class BatchNorm2D: Layer {
                         return d * d
                     }
                 }
-                let squares = channelTotals(runs, partialB)
+                var squares = channelTotals(runs, partialB)
+                try replicaSum?(&squares)
                 for c in 0..<channels {
                     let variance = squares[c] / count
                     inverseStd.data[c] = Float(1 / (variance + Double(epsilon)).squareRoot())
@@ -267,8 +285,8 @@ public final class BatchNorm2D: Layer {
         let runs = try Runs(x, channels: channels)
         let xp = x.data, dy = outputGrad.data, dx = inputGrad?.data
         let mp = mean.data, ip = inverseStd.data
-        let count = Float(runs.images * runs.plane), block = runs.block
-        Profiler.measure("\(name) backward") {
+        let count = Float(isTraining && replicaSum != nil ? statisticsCount : Double(runs.images * runs.plane)), block = runs.block
+        try Profiler.measure("\(name) backward") {
             // dy ← dy · f′(z), z recomputed as the forward computed it.
             if let f = activation.function {
                 forEachNormalised(x, runs) { i, z in
@@ -287,10 +305,18 @@ public final class BatchNorm2D: Layer {
                     return Self.load(dy, i, tail) * (Self.load(xp, i, tail) - mu[g]) * inv[g]
                 }
             }}
-            let sumDy = channelTotals(runs, partialA), sumDyXhat = channelTotals(runs, partialB)
+            var sumDy = channelTotals(runs, partialA), sumDyXhat = channelTotals(runs, partialB)
             for c in 0..<channels {
                 weight.grad.data[c] += Float(sumDyXhat[c])
                 bias.grad.data[c] += Float(sumDy[c])
+            }
+            // The input gradient's batch terms are the whole job's (every replica calls this,
+            // whether or not it wants dx, so the collectives stay matched).
+            if isTraining, let replicaSum {
+                var both = sumDy + sumDyXhat
+                try replicaSum(&both)
+                sumDy = Array(both[..<channels])
+                sumDyXhat = Array(both[channels...])
             }
             guard let dx else { return }
             // Training: dx = γ·inv/M·(M·dy − Σdy − x̂·Σdy·x̂); evaluation: dx = γ·inv·dy.

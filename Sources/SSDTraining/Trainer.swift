@@ -1,6 +1,7 @@
 import Foundation
 import SSDData
 import SSDDetection
+import SSDDistributed
 import SSDEngine
 import SSDLayers
 
@@ -37,6 +38,10 @@ public struct TrainingProgress: Sendable {
     public var learningRate: Float
     public var imagesPerSecond: Double
     public var elapsedSeconds: Double
+    /// Data-parallel runs: seconds per step spent in collectives and bytes this rank sent per
+    /// step, averaged since the previous log line (0 in one process).
+    public var exchangeSecondsPerStep: Double = 0
+    public var exchangedBytesPerStep: Double = 0
 }
 
 public enum TrainingError: Error, CustomStringConvertible, Equatable {
@@ -117,23 +122,42 @@ public enum ClassNames {
 /// optimizer step; checkpoints (weights, optimizer state, iteration, seed) written atomically;
 /// a JSON-lines log. Because every batch is a function of (seed, iteration), resuming from a
 /// checkpoint continues exactly where it stopped.
+///
+/// Data-parallel (a `communicator` of K > 1 processes): each rank prepares and computes a
+/// contiguous slice of every global batch (`Shards`); the loss is divided by the whole batch's
+/// positives (`MultiBoxLoss.replicaSum`), batch normalisation takes the whole batch's statistics
+/// (`BatchNorm2D.replicaSum`), the gradients are summed in rank order into the same bits on every
+/// rank, and every rank takes the same optimizer step — one process's step on the whole batch up
+/// to the order of float additions. Only rank 0 writes the checkpoint and the log. The batch
+/// size, seed and sample order do not depend on K, so a checkpoint resumes on any K.
 public final class Trainer {
     public let model: SSDModel
     public let optimizer: Optimizer
     public let loader: DataLoader
     public let options: TrainingOptions
     public let classNames: [String]
+    public let communicator: Communicator
     public private(set) var iteration = 0
     private let loss: MultiBoxLoss
+    /// Every parameter's gradient, end to end, for the one collective a step makes on them.
+    private var flatGradients: [Float] = []
 
-    /// `loader` must be built from the training split with `options.batchSize`, `dropLast` and
-    /// `options.seed`.
-    public init(model: SSDModel, loader: DataLoader, options: TrainingOptions, classNames: [String]) throws {
+    /// `loader` must be built from the training split with `options.batchSize` (the global
+    /// batch), `dropLast` and `options.seed`; the trainer gives it this rank's slice. With K
+    /// ranks the batch must hold at least K images.
+    public init(model: SSDModel, loader: DataLoader, options: TrainingOptions, classNames: [String],
+                communicator: Communicator = SingleProcess()) throws {
         guard loader.batchSize == options.batchSize, loader.dropLast, loader.seed == options.seed, loader.batchCount > 0 else {
             throw TrainingError.data("the loader must use batch size \(options.batchSize), seed \(options.seed) and drop the last partial batch, and have at least one full batch")
         }
+        guard options.batchSize >= communicator.size else {
+            throw TrainingError.data("a batch of \(options.batchSize) cannot be shared by \(communicator.size) processes: give --batch-size at least \(communicator.size)")
+        }
         self.model = model
+        var loader = loader
+        loader.slice = communicator.size > 1 ? communicator.shard(of: options.batchSize) : nil
         self.loader = loader
+        self.communicator = communicator
         self.options = options
         self.classNames = classNames
         switch options.optimizer {
@@ -142,6 +166,30 @@ public final class Trainer {
         }
         loss = model.makeLoss()
         if let localization = options.localization { loss.localization = localization }
+        if communicator.size > 1 {
+            let sum: (inout [Double]) throws -> Void = { [communicator] in try communicator.sumInRankOrder(&$0) }
+            loss.replicaSum = sum
+            for case let norm as BatchNorm2D in model.layers { norm.replicaSum = sum }
+            flatGradients = [Float](repeating: 0, count: model.parameters.reduce(0) { $0 + $1.grad.count })
+        }
+    }
+
+    /// Sums every parameter's gradient over the ranks (one collective on one flat buffer).
+    private func sumGradients() throws {
+        let parameters = optimizer.parameters
+        try flatGradients.withUnsafeMutableBufferPointer { flat in
+            var offset = 0
+            for p in parameters {
+                (flat.baseAddress! + offset).update(from: p.grad.data, count: p.grad.count)
+                offset += p.grad.count
+            }
+            try communicator.sumInRankOrder(flat)
+            offset = 0
+            for p in parameters {
+                p.grad.data.update(from: flat.baseAddress! + offset, count: p.grad.count)
+                offset += p.grad.count
+            }
+        }
     }
 
     // MARK: Checkpoints
@@ -154,11 +202,13 @@ public final class Trainer {
 
     /// Writes weights, buffers, optimizer state and the run's metadata to `url`, atomically.
     /// Refuses (`nonFiniteState`) to write a state holding a NaN or an infinity, so a checkpoint
-    /// on disk is always one that training and detection can use.
+    /// on disk is always one that training and detection can use. Data-parallel, only rank 0
+    /// writes; every rank makes the same check (they hold the same state) and stops alike.
     public func saveCheckpoint(to url: URL, lastGood: String? = nil) throws {
         if let name = firstNonFiniteTensor() {
             throw TrainingError.nonFiniteState(iteration: iteration, tensor: name, checkpoint: lastGood)
         }
+        guard communicator.isRoot else { return }
         var metadata = model.configuration.metadata
         metadata[.iteration] = String(iteration)
         metadata[.seed] = String(options.seed)
@@ -193,13 +243,17 @@ public final class Trainer {
     /// Trains until `options.iterations`, or until `shouldStop()` says so (checked after each
     /// step; a checkpoint is then written). Calls `progress` after every step. Throws
     /// `nonFiniteLoss` without touching the last checkpoint if the loss stops being finite.
+    /// Data-parallel: every rank must call this; the loss, the stop request (any rank's) and the
+    /// errors `nonFiniteLoss`/`nonFiniteState` are the whole job's, so every rank stops alike;
+    /// the log (give it on rank 0 only) has the global loss and images per second.
     public func run(checkpoint url: URL, log logURL: URL?, shouldStop: () -> Bool = { false },
                     progress: (TrainingProgress) -> Void = { _ in }) throws {
         model.isTraining = true
         let log = try logURL.map { try JSONLinesLog(url: $0) }
-        let n = options.batchSize
-        let gradLocs = Tensor(shape: [n, model.priorsCxcy.count / 4, 4])
-        let gradScores = Tensor(shape: [n, model.priorsCxcy.count / 4, model.classCount])
+        let n = options.batchSize, local = loader.slice?.count ?? n, ranks = communicator.size
+        let gradLocs = Tensor(shape: [local, model.priorsCxcy.count / 4, 4])
+        let gradScores = Tensor(shape: [local, model.priorsCxcy.count / 4, model.classCount])
+        var exchangeStart = communicator.traffic
         let start = Date()
         var lastReport = Date(), imagesSinceReport = 0, rate = 0.0
         var sum = 0.0, sumConfidence = 0.0, sumLocalization = 0.0, count = 0
@@ -218,6 +272,7 @@ public final class Trainer {
                 let value = try loss.compute(locs: locs, scores: scores, truths: truths, gradLocs: gradLocs, gradScores: gradScores)
                 guard value.isFinite else { throw TrainingError.nonFiniteLoss(iteration: iteration, checkpoint: lastCheckpoint) }
                 try model.backward(gradLocs: gradLocs, gradScores: gradScores)
+                if ranks > 1 { try sumGradients() }
                 optimizer.step()
                 iteration += 1
 
@@ -232,18 +287,37 @@ public final class Trainer {
                     lastReport = now
                     imagesSinceReport = 0
                 }
+                var report = TrainingProgress(iteration: iteration, totalIterations: options.iterations, loss: value,
+                                              learningRate: learningRate, imagesPerSecond: rate,
+                                              elapsedSeconds: now.timeIntervalSince(start))
+                if ranks > 1 {
+                    let traffic = communicator.traffic
+                    report.exchangeSecondsPerStep = (traffic.seconds - exchangeStart.seconds) / Double(count)
+                    report.exchangedBytesPerStep = Double(traffic.bytes - exchangeStart.bytes) / Double(count)
+                }
                 if iteration % options.logEvery == 0 || iteration == options.iterations {
-                    try log?.append([
+                    var line: [String: Any] = [
                         "iteration": iteration, "loss": sum / Double(count), "confidence_loss": sumConfidence / Double(count),
                         "localization_loss": sumLocalization / Double(count), "learning_rate": Double(learningRate),
                         "images_per_second": rate, "elapsed_seconds": now.timeIntervalSince(start),
-                    ])
+                    ]
+                    if ranks > 1 {
+                        line["processes"] = ranks
+                        line["exchange_seconds_per_step"] = report.exchangeSecondsPerStep
+                        line["exchanged_bytes_per_step"] = report.exchangedBytesPerStep
+                        exchangeStart = communicator.traffic
+                    }
+                    try log?.append(line)
                     sum = 0; sumConfidence = 0; sumLocalization = 0; count = 0
                 }
-                progress(TrainingProgress(iteration: iteration, totalIterations: options.iterations, loss: value,
-                                          learningRate: learningRate, imagesPerSecond: rate,
-                                          elapsedSeconds: now.timeIntervalSince(start)))
-                let stop = shouldStop()
+                progress(report)
+                var stop = shouldStop()
+                if ranks > 1 {
+                    // A stop asked of any rank (Ctrl-C, SIGTERM) stops all after the same step.
+                    var flag = [stop ? 1.0 : 0.0]
+                    try communicator.sumInRankOrder(&flag)
+                    stop = flag[0] > 0
+                }
                 if iteration % options.checkpointEvery == 0 || iteration == options.iterations || stop {
                     try saveCheckpoint(to: url, lastGood: lastCheckpoint)
                     lastCheckpoint = url.path

@@ -47,7 +47,12 @@ func timed(_ body: () throws -> Void) rethrows -> Double {
 /// A one-line error for the user (printed by argument-parser as "Error: …", exit code 1).
 struct UserError: Error, CustomStringConvertible {
     let description: String
-    init(_ message: String) { description = message }
+    /// Every process of an MPI job meets this error at the same point (see `Job.run`).
+    let jobWide: Bool
+    init(_ message: String, jobWide: Bool = false) {
+        description = message
+        self.jobWide = jobWide
+    }
 }
 
 /// Throws a one-line error unless `path` names an existing file (or folder, when `folder`).

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SSDData
 import SSDDetection
+import SSDDistributed
 import SSDEvaluation
 import SSDLayers
 import SSDTraining
@@ -10,7 +11,11 @@ import SSDTraining
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a model: detections on a test set, per-class AP and mAP.",
-        discussion: "Evaluation thresholds are the reference's (min score 0.01, overlap 0.45, top 200) so results compare with the paper.")
+        discussion: """
+            Evaluation thresholds are the reference's (min score 0.01, overlap 0.45, top 200) so results compare with the paper. \
+            `mpirun -np K ssd eval …` shares the batches among K processes (rank r takes batches r, r + K, …) and rank 0 \
+            scores the gathered detections: the same mAP as one process.
+            """)
 
     @OptionGroup var engine: EngineOptions
     @Option(help: "Weights or checkpoint (safetensors).") var weights: String
@@ -42,6 +47,12 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         engine.apply()
+        let communicator = try Job.start(engine: engine)
+        try Job.run(communicator) { try evaluate(communicator) }
+    }
+
+    func evaluate(_ communicator: Communicator) throws {
+        let root = communicator.isRoot
         // Outputs are checked before the model runs, so a typo costs nothing.
         let jsonURL = try json.map { try outputFile($0, what: "--json") }
         let chart = try (plot ?? json.map { URL(fileURLWithPath: $0).deletingPathExtension().path + "_ap.png" })
@@ -57,7 +68,7 @@ struct Eval: ParsableCommand {
         if let voc {
             try requireExisting(voc, what: "--voc", folder: true)
             let report = try DataLists.build(trainRoots: [], testRoots: [URL(fileURLWithPath: voc)], classes: .given(names),
-                                             testSplit: split, onSkip: { printError("skipped \($0)") })
+                                             testSplit: split, onSkip: { if root { printError("skipped \($0)") } })
             list = report.test
         } else {
             try requireExisting(data!, what: "--data", folder: true)
@@ -67,11 +78,12 @@ struct Eval: ParsableCommand {
         }
         guard !list.images.isEmpty else { throw UserError("\(voc ?? data!): the test list is empty") }
         let loader = try DataLoader(dataset: DetectionDataset(list: list, split: .test, input: model.inputFormat), batchSize: batchSize, shuffle: false)
-        let bar = ProgressBar(total: list.images.count, label: "eval")
-        let result = try Evaluator.evaluate(model: model, loader: loader,
-                                            settings: detectionSettings(model.architecture.evaluationDetection, minScore: minScore, maxOverlap: maxOverlap, topK: topK),
-                                            metric: metric) { done, _ in bar.update(done) }
-        bar.finish()
+        let bar = root ? ProgressBar(total: list.images.count, label: "eval") : nil
+        let evaluated = try Evaluator.evaluate(model: model, loader: loader,
+                                               settings: detectionSettings(model.architecture.evaluationDetection, minScore: minScore, maxOverlap: maxOverlap, topK: topK),
+                                               metric: metric, communicator: communicator) { done, _ in bar?.update(done) }
+        bar?.finish()
+        guard let result = evaluated else { return }  // ranks other than 0: their detections went to rank 0
         printAPTable(names: names, result: result.scores)
         printError(String(format: "%d images; per image: forward %.1f ms, detection post-processing %.2f ms", result.images,
                           result.forwardMillisecondsPerImage, result.postProcessingMillisecondsPerImage))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SSDData
 import SSDDetection
+import SSDDistributed
 import SSDEngine
 import SSDLayers
 import SSDTraining
@@ -11,7 +12,8 @@ extension ModelKind: ExpressibleByArgument {}
 extension LocalizationLoss: ExpressibleByArgument {}
 extension TrainingAugmentation: ExpressibleByArgument {}
 
-/// Set by SIGINT: the training loop checkpoints and stops after the current step.
+/// Set by SIGINT (and SIGUSR1, which `mpirun` forwards to every process): the training loop
+/// checkpoints and stops after the current step.
 nonisolated(unsafe) var interruptRequested = false
 
 /// `ssd train`: the reference's train.py, every setting a flag.
@@ -23,6 +25,11 @@ struct Train: ParsableCommand {
             120,000 iterations, lr ×0.1 at 80,000 and 100,000. Writes a checkpoint (weights, optimizer state, \
             iteration, seed) atomically every --checkpoint-every iterations, at the end and on Ctrl-C, a JSON-lines \
             log and a loss plot. --resume continues exactly where a checkpoint stopped.
+
+            Data-parallel: `mpirun -np K ssd train …` or `srun ssd train …` splits every batch of --batch-size images \
+            (the global batch) into K contiguous slices, one per process, sums the gradients over the processes and \
+            takes the same step everywhere: the same weights as one process, up to float rounding. Rank 0 writes the \
+            files and shows the progress. A checkpoint resumes on any number of processes.
             """)
 
     @OptionGroup var engine: EngineOptions
@@ -106,6 +113,14 @@ struct Train: ParsableCommand {
 
     func run() throws {
         engine.apply()
+        let communicator = try Job.start(engine: engine)
+        try Job.run(communicator) { try train(communicator) }
+    }
+
+    func train(_ communicator: Communicator) throws {
+        let root = communicator.isRoot
+        /// Messages for the user come from rank 0 alone.
+        func say(_ message: String) { if root { printError(message) } }
         try requireExisting(data, what: "--data", folder: true)
         let folder = URL(fileURLWithPath: data)
         let list = try DataLists.read(split: .train, from: folder)
@@ -150,39 +165,58 @@ struct Train: ParsableCommand {
         guard list.images.count >= options.batchSize else {
             throw UserError("\(data): \(list.images.count) training images, fewer than one batch of \(options.batchSize)")
         }
+        guard options.batchSize >= communicator.size else {
+            throw UserError("--batch-size \(options.batchSize) cannot be shared by \(communicator.size) processes: it is the global batch, "
+                            + "give at least \(communicator.size)")
+        }
         let run = try RunFolder(path: output ?? "runs/\(configuration.model)", resume: resume, overwrite: overwrite)
         if biasLrMultiplier == nil {
             options.sgd.biasLearningRateMultiplier = configuration.architecture.optimizerGroups.biasLearningRateMultiplier
         }
         let model = try SSDModel(configuration: configuration, algorithm: engine.algorithm, seed: options.seed)
-        if let weights { try loadInitialWeights(weights, into: model) }
+        if let weights { try loadInitialWeights(weights, into: model, report: root) }
         let dataset = DetectionDataset(list: list, split: .train, augmentation: augmentation, input: model.inputFormat)
         let loader = try DataLoader(dataset: dataset, batchSize: options.batchSize,
                                     dropLast: true, seed: options.seed, threads: workers)
-        let trainer = try Trainer(model: model, loader: loader, options: options, classNames: classNames)
+        let trainer = try Trainer(model: model, loader: loader, options: options, classNames: classNames, communicator: communicator)
         if let resume {
             try trainer.resume(from: URL(fileURLWithPath: resume))
-            printError("resuming at iteration \(trainer.iteration) of \(options.iterations)")
+            say("resuming at iteration \(trainer.iteration) of \(options.iterations)")
         }
-        try run.prepare(resumingAt: resume == nil ? nil : trainer.iteration)
-        printError("training \(configuration) on \(list.images.count) images, \(loader.batchCount) batches an epoch; "
-                   + "writing \(run.checkpoint.path)")
+        // Every rank has checked the folder before rank 0 changes it (a barrier).
+        var ready = [1.0]
+        try communicator.sumInRankOrder(&ready)
+        if root { try run.prepare(resumingAt: resume == nil ? nil : trainer.iteration) }
+        say("training \(configuration) on \(list.images.count) images, \(loader.batchCount) batches an epoch; "
+            + "writing \(run.checkpoint.path)")
+        if communicator.size > 1 {
+            say("\(communicator.size) processes, \(Threads.count) threads each; every batch of "
+                + Shards.describe(batch: options.batchSize, size: communicator.size) + " images")
+        }
         signal(SIGINT) { _ in interruptRequested = true }
-        let bar = ProgressBar(total: options.iterations, label: "train")
+        signal(SIGUSR1) { _ in interruptRequested = true }
+        let bar = root ? ProgressBar(total: options.iterations, label: "train") : nil
+        var exchange = (seconds: 0.0, bytes: 0.0)
         do {
-            try trainer.run(checkpoint: run.checkpoint, log: run.log, shouldStop: { interruptRequested }) { p in
-                bar.update(p.iteration, detail: String(format: "loss %.3f lr %.1e %.1f img/s", p.loss, p.learningRate, p.imagesPerSecond))
+            try trainer.run(checkpoint: run.checkpoint, log: root ? run.log : nil, shouldStop: { interruptRequested }) { p in
+                exchange = (p.exchangeSecondsPerStep, p.exchangedBytesPerStep)
+                bar?.update(p.iteration, detail: String(format: "loss %.3f lr %.1e %.1f img/s", p.loss, p.learningRate, p.imagesPerSecond))
             }
         } catch let error as TrainingError {
-            bar.finish()
-            throw UserError(error.description)
+            bar?.finish()
+            throw UserError(error.description, jobWide: Self.isJobWide(error))
         }
-        bar.finish()
-        try Plots.lossCurve(log: run.log, to: run.plot)
-        if interruptRequested {
-            printError("interrupted: checkpoint written at iteration \(trainer.iteration); continue with --resume \(run.checkpoint.path)")
+        bar?.finish()
+        if communicator.size > 1 {
+            say(String(format: "exchange per step: %.1f ms in collectives, %.2f MB sent by each process", exchange.seconds * 1000,
+                       exchange.bytes / 1e6))
+        }
+        if root { try Plots.lossCurve(log: run.log, to: run.plot) }
+        if interruptRequested || trainer.iteration < options.iterations {
+            say("interrupted: checkpoint written at iteration \(trainer.iteration); continue with --resume \(run.checkpoint.path)")
             throw ExitCode(130)  // as a shell reports a process stopped by SIGINT
         }
+        guard root else { return }
         var written = ["checkpoint: \(run.checkpoint.path)", "log: \(run.log.path)"]
         if FileManager.default.fileExists(atPath: run.plot.path) { written.append("loss plot: \(run.plot.path)") }
         print(written.joined(separator: "\n"))
@@ -261,7 +295,7 @@ func sameFile(_ a: String, _ b: String) -> Bool {
 
 /// Loads every tensor of `path` that the model has (same name, same shape), e.g. a converted
 /// VGG16 base; at least one must match.
-func loadInitialWeights(_ path: String, into model: SSDModel) throws {
+func loadInitialWeights(_ path: String, into model: SSDModel, report: Bool = true) throws {
     try requireExisting(path, what: "--weights")
     let file = try SafetensorsFile(url: URL(fileURLWithPath: path))
     var loaded = 0
@@ -271,5 +305,16 @@ func loadInitialWeights(_ path: String, into model: SSDModel) throws {
     }
     guard loaded > 0 else { throw UserError("\(path): none of its tensors is a parameter of this model") }
     try requireFiniteWeights(model, from: path)
-    printError("initialised \(loaded) of \(model.stateTensors.count) tensors from \(path)")
+    if report { printError("initialised \(loaded) of \(model.stateTensors.count) tensors from \(path)") }
+}
+
+extension Train {
+    /// Errors every process of a data-parallel run meets at the same step: the loss and the
+    /// state are the same on every rank.
+    static func isJobWide(_ error: TrainingError) -> Bool {
+        switch error {
+        case .nonFiniteLoss, .nonFiniteState: return true
+        default: return false
+        }
+    }
 }

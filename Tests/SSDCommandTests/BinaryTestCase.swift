@@ -31,8 +31,15 @@ class BinaryTestCase: XCTestCase {
     /// Runs `ssd arguments`, optionally sending `signal` to it after `signalAfter` seconds.
     func ssd(_ arguments: [String], environment: [String: String]? = nil, currentDirectory: URL? = nil,
              signal: Int32? = nil, signalAfter: Double = 0) throws -> Outcome {
+        try launch(try binary, arguments, environment: environment, currentDirectory: currentDirectory,
+                   signal: signal, signalAfter: signalAfter)
+    }
+
+    /// Runs `executable arguments` (`ssd`, or a launcher such as `mpirun` that runs it), as `ssd` does.
+    func launch(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, currentDirectory: URL? = nil,
+                signal: Int32? = nil, signalAfter: Double = 0) throws -> Outcome {
         let process = Process()
-        process.executableURL = try binary
+        process.executableURL = executable
         process.arguments = arguments
         if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         if let currentDirectory { process.currentDirectoryURL = currentDirectory }
