@@ -71,6 +71,7 @@ let package = Package(
         .testTarget(name: "SSDDataTests", dependencies: ["SSDData", "SSDBoxes", "SSDEngine", "SSDLayers", "SSDTestSupport"]),
         .testTarget(name: "SSDEvaluationTests", dependencies: ["SSDBoxes", "SSDEvaluation", "SSDData", "SSDTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "SSDGraphicsTests", dependencies: ["SSDBoxes", "SSDGraphics", "SSDData", "SSDTestSupport"]),
+        .testTarget(name: "SSDDistributedTests", dependencies: ["SSDDistributed"]),
         .testTarget(name: "SSDTrainingTests", dependencies: ["SSDBoxes", "SSDTraining", "SSDDetection", "SSDData", "SSDLayers", "SSDEngine",
                                                              "SSDEvaluation", "SSDTestSupport"]),
         // The `ssd` executable run as a user would (it is built beside the test bundle).

@@ -90,8 +90,8 @@ public enum Evaluator {
 /// One rank's images as floats for a gather: per image its data-set index, object count,
 /// detection count, boxes (4 each), labels, difficult flags, then its detections (box, label,
 /// score). Labels and indices below 2^24 are exact in a float.
-enum ImageRecords {
-    static func encode(indices: [Int], truths: [EvaluationTruth], detections: [[Detection]]) -> [Float] {
+public enum ImageRecords {
+    public static func encode(indices: [Int], truths: [EvaluationTruth], detections: [[Detection]]) -> [Float] {
         var out: [Float] = []
         for (k, index) in indices.enumerated() {
             let t = truths[k], d = detections[k]
@@ -105,7 +105,7 @@ enum ImageRecords {
     }
 
     /// Every rank's records back in data-set order; each of the `count` images exactly once.
-    static func decode(_ parts: [[Float]], count: Int) throws -> ([EvaluationTruth], [[Detection]]) {
+    public static func decode(_ parts: [[Float]], count: Int) throws -> ([EvaluationTruth], [[Detection]]) {
         var truths = [EvaluationTruth?](repeating: nil, count: count)
         var detections = [[Detection]](repeating: [], count: count)
         for part in parts {
