@@ -185,15 +185,18 @@ public enum DataLists {
         }
     }
 
+    /// "5 unknown class 'circle', 3 bad image": how many of `items` fell to each reason, most first.
+    public static func countsByReason(_ items: [SkippedItem]) -> String {
+        var counts: [String: Int] = [:]
+        for item in items { counts[item.category, default: 0] += 1 }
+        return counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+            .map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    }
+
     /// "8 of 8 listed images skipped: 5 unknown class 'circle', 3 bad image (first: PATH: REASON)",
     /// and the objects left out of kept images, counted apart.
     static func summary(_ skipped: [SkippedItem], listed: Int) -> String {
-        func counts(_ items: [SkippedItem]) -> String {
-            var counts: [String: Int] = [:]
-            for item in items { counts[item.category, default: 0] += 1 }
-            return counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-                .map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-        }
+        let counts = countsByReason
         let images = skipped.filter { $0.scope == .image }, objects = skipped.filter { $0.scope == .object }
         var text = images.first.map { "\(images.count) of \(listed) listed images skipped: \(counts(images)) (first: \($0))" }
             ?? "\(listed) listed, none skipped"
@@ -269,12 +272,14 @@ public enum DataLists {
         try writeFileAtomically(data, to: url)
     }
 
-    static func readJSON(_ url: URL) throws -> Any {
+    /// The JSON document at `url` (at most `FileLimits.list` bytes); one that does not parse is
+    /// `invalid(reason)` (by default a `badList` error naming the file).
+    static func readJSON(_ url: URL, invalid: ((String) -> DataError)? = nil) throws -> Any {
         let data = try readFile(url, limit: FileLimits.list)
         do {
             return try JSONSerialization.jsonObject(with: data)
         } catch {
-            throw DataError.badList(path: url.path, field: "(document)", reason: "not valid JSON")
+            throw invalid?(describe(error)) ?? DataError.badList(path: url.path, field: "(document)", reason: "not valid JSON")
         }
     }
 

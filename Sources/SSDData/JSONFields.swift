@@ -115,11 +115,6 @@ extension DataLists {
     /// The JSON document of an annotation file (at most `FileLimits.list` bytes), or an error
     /// naming the file.
     static func readAnnotationJSON(_ url: URL) throws -> Any {
-        let data = try readFile(url, limit: FileLimits.list)
-        do {
-            return try JSONSerialization.jsonObject(with: data)
-        } catch {
-            throw DataError.badAnnotation(path: url.path, field: "(document)", reason: "not valid JSON (\(describe(error)))")
-        }
+        try readJSON(url) { .badAnnotation(path: url.path, field: "(document)", reason: "not valid JSON (\($0))") }
     }
 }

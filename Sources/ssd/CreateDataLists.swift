@@ -118,11 +118,9 @@ struct CreateDataLists: ParsableCommand {
         }
         print("classes: \(report.labelMap.classes.joined(separator: ", "))")
         if !report.skipped.isEmpty {
-            var counts: [String: Int] = [:]
-            for item in report.skipped { counts[item.category, default: 0] += 1 }
-            let reasons = counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map { "\($0.value) \($0.key)" }
             let images = report.skipped.filter { $0.scope == .image }.count
-            print("skipped: \(images) images, \(report.skipped.count - images) objects (\(reasons.joined(separator: ", ")); reasons above)")
+            print("skipped: \(images) images, \(report.skipped.count - images) objects "
+                  + "(\(DataLists.countsByReason(report.skipped)); reasons above)")
         }
         print("lists written to \(output)")
     }
